@@ -1,0 +1,34 @@
+# brainstem-ssl — set-up and main jobs. Every target creates what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   ?= data/demo
+
+.PHONY: install demo study test lint bench clean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; pip takes torch/torchvision from the local disk.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bssl demo-data data.root=$(DATA)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check ssl_pretrain finetune evaluation tests benchmarks
+	$(BIN)/ruff format --check ssl_pretrain finetune evaluation tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/loader.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

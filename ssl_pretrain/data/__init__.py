@@ -1,0 +1,1 @@
+"""Data layer: BIDS discovery, validation, preprocessing cache, patch sampling, demo cohort."""
