@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=command, version_base="1.3")
     def _app(cfg: DictConfig) -> None:
+        # Lightning's DDP launcher re-runs sys.argv in each extra process: give it back a runnable command.
+        sys.argv = [argv0, command, *rest]
         try:
             run(cfg)
         except BsslError as err:
@@ -66,5 +68,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"bssl {command}: error: {err}", file=sys.stderr)
             sys.exit(2)
 
+    argv0 = sys.argv[0]
     sys.argv = [f"bssl {command}", *rest]
     _app()

@@ -1,0 +1,122 @@
+"""Whole-volume prediction speed: seconds per subject of ``bssl predict`` at 2 mm and at 1 mm on the CPU.
+
+Each measurement runs :func:`finetune.predict.run` — the code path of ``bssl predict`` — over a small
+cohort: validated NIfTI inputs → the preprocessing cache → MONAI sliding-window inference with the
+``preset=cpu`` network (48³ windows, overlap 0.25, Gaussian blending) → probabilities resampled to the
+native grid → BIDS-derivative dseg NIfTIs and ``volumes.tsv``. The model is the cpu-preset U-Net with
+random weights saved as a fine-tuned model (speed does not depend on the weight values) whose
+training spacing is the benchmark's spacing (the model's spacing defines the grid it predicts on).
+
+The cohort is ``tests/synthetic.py``'s (four modalities, brain-sized field of view 180×216×180 mm, i.e.
+90×108×90 voxels at 2 mm and 180×216×180 at 1 mm), or ``--data-root`` (a BIDS dataset at 2 mm; the 1 mm
+figure then uses the synthetic cohort). Each spacing is run twice: the first run fills the cache
+(``cold``: includes preprocessing), the second reads it (``seconds_per_subject_*``: what a user sees
+on a re-run, and the figure the ≤ 5 s/subject target is about).
+
+Usage: ``python benchmarks/inference.py [--subjects 3] [--threads N] [--data-root DIR]``. The last line
+printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from finetune import predict  # noqa: E402
+from finetune.policy import build_segmentation_net  # noqa: E402
+from ssl_pretrain.config import compose_config  # noqa: E402
+from ssl_pretrain.data.cache import preprocessing_settings  # noqa: E402
+from ssl_pretrain.models.checkpoint import save_weights  # noqa: E402
+from tests.synthetic import write_synthetic_bids  # noqa: E402
+
+FOV_MM = (180, 216, 180)
+MODALITIES = ["T1w", "T2w", "FA", "MD"]
+
+
+def make_model(run_dir: Path, spacing: float) -> Path:
+    """A cpu-preset U-Net saved as a fine-tuned model trained at ``spacing`` mm."""
+    cfg = compose_config("finetune", ["preset=cpu", f"data.spacing={spacing}"])
+    torch.manual_seed(0)
+    net = build_segmentation_net(cfg.model, len(MODALITIES), 4, "full")
+    meta = {
+        "modalities": MODALITIES,
+        "task": "segmentation",
+        "policy": "full",
+        "stage": "benchmark",
+        "spacing": spacing,
+        "patch_size": [int(cfg.data.patch_size)] * 3,
+        "preprocessing": preprocessing_settings(cfg.data),
+    }
+    save_weights(net, run_dir / "model.pt", meta)
+    return run_dir
+
+
+def time_predict(model: Path, data_root: Path, work: Path, name: str) -> tuple[float, int]:
+    """Wall seconds of one ``bssl predict`` run and the number of subjects it wrote."""
+    cfg = compose_config(
+        "predict",
+        [f"predict.model={model}", f"data.root={data_root}", f"paths.cache_dir={work / 'cache'}", "predict.device=cpu"],
+        output_dir=work / name,
+    )
+    t0 = time.perf_counter()
+    out = predict.run(cfg)
+    seconds = time.perf_counter() - t0
+    n = len(list((out / "bssl").glob("sub-*/**/*_desc-tissue_dseg.nii.gz")))
+    return seconds, n
+
+
+def measure(spacing: float, n_subjects: int, work: Path, data_root: Path | None) -> dict[str, float]:
+    """Cold (cache filled) and warm seconds per subject at ``spacing`` mm."""
+    work.mkdir(parents=True, exist_ok=True)
+    if data_root is None:
+        shape = tuple(round(f / spacing) for f in FOV_MM)
+        data_root = write_synthetic_bids(work / "bids", n_subjects=n_subjects, shape=shape, spacing=spacing)
+    model = make_model(work / "model", spacing)
+    cold, n = time_predict(model, data_root, work, "cold")
+    warm, n_warm = time_predict(model, data_root, work, "warm")
+    assert n == n_warm and n > 0
+    cache = next((work / "cache").glob("sub-*"))
+    grid = json.loads((cache / "meta.json").read_text())["shape"]
+    return {"cold": cold / n, "warm": warm / n, "n": n, "grid": grid}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subjects", type=int, default=3, help="synthetic subjects per spacing")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--data-root", type=Path, default=None, help="a BIDS dataset at 2 mm instead of synthetic")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    results: dict[str, object] = {"threads": torch.get_num_threads(), "device": "cpu", "model": "preset=cpu"}
+    with tempfile.TemporaryDirectory(prefix="bssl-bench-inference-") as tmp:
+        for spacing, tag in ((2.0, "2mm"), (1.0, "1mm")):
+            root = args.data_root if (args.data_root is not None and spacing == 2.0) else None
+            r = measure(spacing, args.subjects, Path(tmp) / tag, root)
+            print(
+                f"{tag}: {r['warm']:.2f} s/subject with a warm cache, {r['cold']:.2f} s/subject cold "
+                f"({r['n']} subjects, cache grid {r['grid']})",
+                flush=True,
+            )
+            results[f"seconds_per_subject_{tag}"] = round(float(r["warm"]), 3)
+            results[f"seconds_per_subject_{tag}_cold"] = round(float(r["cold"]), 3)
+            results[f"cache_grid_{tag}"] = r["grid"]
+            results[f"subjects_{tag}"] = r["n"]
+    results["target_seconds_per_subject_2mm"] = 5.0
+    results["meets_target_2mm"] = bool(results["seconds_per_subject_2mm"] <= 5.0)  # type: ignore[operator]
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

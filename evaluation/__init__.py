@@ -1,0 +1,15 @@
+"""Evaluation: how well representations transfer between brain regions, and what the segmentations say.
+
+Modules (import what you need; nothing heavy is imported here):
+
+- :mod:`evaluation.metrics`: Dice, HD95 and class volumes inside an ROI.
+- :mod:`evaluation.statistics`: bootstrap CIs, Holm correction, paired Wilcoxon, Cohen's d.
+- :mod:`evaluation.features`: frozen-encoder features at sampled voxels (:class:`RegionFeatures`).
+- :mod:`evaluation.probes`: linear / kNN probes and the region-to-region transfer matrix.
+- :mod:`evaluation.similarity`: linear CKA (paired rows), domain shift and MMD (between regions).
+- :mod:`evaluation.baselines`: classical GMM and HMRF tissue classifiers.
+- :mod:`evaluation.learning_curves`: label-efficiency curves, paired comparisons, segmentation summaries.
+- :mod:`evaluation.group_analysis`: patients versus controls.
+- :mod:`evaluation.results_file`: ``results.json`` (strict JSON, atomic writes).
+- :mod:`evaluation.figures`, :mod:`evaluation.report`: PNG figures and the self-contained ``report.html``.
+"""

@@ -1,0 +1,152 @@
+"""The supervised stages' LightningModule: ROI-masked Dice+CE on patches, whole-volume validation.
+
+Training steps see region-aware patches (:class:`~ssl_pretrain.data.sampler.PatchDataset`) of the k
+labelled training subjects; the loss counts only the stage's ROI (:mod:`finetune.roi_loss`). Validation
+runs sliding-window inference over each validation subject's whole cached volume and logs the ROI Dice
+of GM and WM (``val/dice`` is their mean over subjects, the quantity that selects the best checkpoint
+and drives early stopping). The test split is never seen here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from finetune.inference import InferenceSettings, input_volume, predict_labels, predict_probabilities
+from finetune.metrics import roi_metrics
+from finetune.policy import apply_policy, encoder_frozen, param_groups
+from finetune.roi import roi_mask, roi_mask_torch
+from finetune.roi_loss import ROIDiceCELoss
+from ssl_pretrain.data import batch as B
+from ssl_pretrain.data.cache import CachedSubject
+from ssl_pretrain.training import build_optimizer
+
+VAL_METRIC = "val/dice"
+
+
+@dataclass(frozen=True)
+class StageROI:
+    """Where a stage's loss and metrics count.
+
+    Attributes:
+        name: stage name (``subcortical`` | ``brainstem``).
+        group: region group of the ROI (``stage.roi``).
+        indices: its canonical region indices.
+        margin_mm: dilation of the ROI (``stage.roi_margin_mm``).
+        spacing: voxel size of the cache grid in mm.
+    """
+
+    name: str
+    group: str
+    indices: tuple[int, ...]
+    margin_mm: float
+    spacing: tuple[float, float, float]
+
+    def volume_mask(self, regions: np.ndarray) -> np.ndarray:
+        """``(X, Y, Z)`` bool ROI of a whole volume."""
+        return roi_mask(regions, self.indices, self.margin_mm, self.spacing)
+
+    def patch_mask(self, regions: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, X, Y, Z)`` bool ROI of a batch of patches."""
+        return roi_mask_torch(regions, self.indices, self.margin_mm, self.spacing)
+
+
+class WholeVolumes(Dataset):
+    """Whole cached volumes, one subject per item (validation and test; use ``batch_size=None``).
+
+    Items: ``image`` ``(1, C, X, Y, Z)`` float32 (missing modalities zero), ``tissue`` and ``regions``
+    ``(X, Y, Z)`` (numpy; a DataLoader turns them into tensors), ``subject`` and ``group``.
+    """
+
+    def __init__(self, subjects: Sequence[CachedSubject]) -> None:
+        self.subjects = list(subjects)
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.subjects[i]
+        return {
+            B.IMAGE: input_volume(s.image, s.presence),
+            B.TISSUE: np.array(s.tissue),
+            B.REGIONS: np.array(s.regions),
+            B.SUBJECT: s.key,
+            B.GROUP: s.group,
+        }
+
+
+class SegmentationModule(L.LightningModule):
+    """GM/WM/CSF segmentation of one stage.
+
+    Args:
+        net: the policy's network (:func:`finetune.policy.build_segmentation_net`), already initialised.
+        policy: ``full`` | ``frozen_encoder`` | ``linear``.
+        roi: the stage's ROI.
+        loss: the ROI-masked loss.
+        optim_cfg: the ``optim`` config (for :func:`ssl_pretrain.training.build_optimizer`).
+        total_steps: optimiser steps of the run (for the schedule).
+        inference: sliding-window settings of the validation pass.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        policy: str,
+        roi: StageROI,
+        loss: ROIDiceCELoss,
+        optim_cfg: Any,
+        total_steps: int,
+        inference: InferenceSettings,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.policy = policy
+        self.roi = roi
+        self.loss_fn = loss
+        self.optim_cfg = optim_cfg
+        self.total_steps = int(total_steps)
+        self.inference = inference
+        apply_policy(self.net, policy)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 4, X, Y, Z)`` of ``(B, C, X, Y, Z)``."""
+        return self.net(x)
+
+    def train(self, mode: bool = True) -> SegmentationModule:
+        """Lightning toggles train/eval each epoch; a frozen encoder stays in eval mode."""
+        super().train(mode)
+        if encoder_frozen(self.policy):
+            self.net.encoder.eval()
+        return self
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self.net(batch[B.IMAGE])
+        roi = self.roi.patch_mask(batch[B.REGIONS])
+        loss = self.loss_fn(logits.float(), batch[B.TISSUE], roi)
+        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
+        self.log("train/roi_fraction", roi.float().mean(), batch_size=logits.shape[0])
+        return loss
+
+    def validation_step(self, item: dict[str, Any], batch_idx: int) -> None:
+        probs = predict_probabilities(self.net, item[B.IMAGE], self.inference, device=self.device)
+        regions, tissue = (torch.as_tensor(item[k]).cpu().numpy() for k in (B.REGIONS, B.TISSUE))
+        roi = self.roi.volume_mask(regions)
+        m = roi_metrics(predict_labels(probs), tissue.astype(np.int64), roi, self.roi.spacing, hd95=False)
+        values = [v for v in (m["dice_GM"], m["dice_WM"]) if np.isfinite(v)]
+        score = float(np.mean(values)) if values else 0.0
+        self.log(VAL_METRIC, score, prog_bar=True, batch_size=1, sync_dist=True)
+        for cls in ("GM", "WM", "CSF"):
+            if np.isfinite(m[f"dice_{cls}"]):
+                self.log(f"val/dice_{cls}", m[f"dice_{cls}"], batch_size=1, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        groups = param_groups(self.net, self.policy, self.optim_cfg)
+        return build_optimizer(groups, self.optim_cfg, self.total_steps)

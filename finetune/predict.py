@@ -1,0 +1,243 @@
+"""``bssl predict model=PATH data.root=DIR``: segment every subject (or given NIfTI files).
+
+For each subject the inputs go through the same preprocessing cache as training, with the settings the
+model was trained with (modalities, spacing, normalisation: from its ``model.json``); MONAI's
+sliding-window inference predicts tissue probabilities on the cache grid, which are resampled
+(trilinear) to the reference image's native grid and arg-maxed there, so the ``dseg`` has exactly the
+input's shape and affine. Outputs, all inside the run directory (the input dataset is never written):
+
+- ``bssl/``: a BIDS derivative dataset (see :mod:`finetune.bids_output`) with one
+  ``sub-XX[_ses-YY]_desc-tissue_dseg.nii.gz`` per subject and, with ``predict.save_probabilities=true``,
+  probability maps (``predict.probabilities_per_class=true``: one ``_label-<class>_probseg`` per class);
+- ``volumes.tsv``: CSF/GM/WM volume in mm³ per subject and region (whole brain; subcortical and
+  brainstem from the subject's regions map when it has one; midbrain/pons/medulla when labelled),
+  measured on the native grid (the regions map is brought there by nearest neighbour).
+
+Any subset of the model's modalities works: ``predict.modalities=[T1w]`` feeds only T1w (the others as
+zero channels, as modality dropout presented them in training), and subjects missing a modality get a
+zero channel for it. ``predict.inputs`` replaces dataset discovery: a list whose entries are a NIfTI
+path (one subject; modality from its BIDS suffix — ``_T1w``, ``_T2w``, ``param-fa``, ``param-md`` — else the
+model's first modality) or a mapping ``{modality: path}`` (one subject with several images).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm.auto import tqdm
+
+import ssl_pretrain
+from finetune.bids_output import (
+    DERIVATIVE_NAME,
+    init_derivative,
+    region_volumes,
+    write_dseg,
+    write_probseg,
+    write_volumes,
+)
+from finetune.inference import InferenceSettings, input_volume, predict_probabilities
+from finetune.init import load_segmentation_model
+from ssl_pretrain.data.bids import parse_name
+from ssl_pretrain.data.cache import CachedSubject, preprocess
+from ssl_pretrain.data.grid import to_native
+from ssl_pretrain.data.manifest import SubjectRecord
+from ssl_pretrain.data.validate import load_records, validate_record
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.run_dir import run_context
+
+log = logging.getLogger(__name__)
+
+# data.* keys that must equal the model's training settings (from model.json's "preprocessing").
+PREPROCESSING_KEYS = {
+    "modalities": "modalities",
+    "spacing": "spacing",
+    "crop_margin": "crop_margin",
+    "brain_threshold": "brain_threshold",
+    "normalisation": "normalisation",
+    "antialias": "antialias",
+    "cache_dtype": "dtype",
+}
+_SUFFIX_MODALITY = {"T1w": "T1w", "T2w": "T2w", "FLAIR": "FLAIR"}
+_PARAM_MODALITY = {"fa": "FA", "md": "MD"}
+
+
+def device_of(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; or the named device."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def data_config_for(model_sidecar: Mapping[str, Any], data_cfg: DictConfig) -> DictConfig:
+    """``data_cfg`` with the preprocessing settings the model was trained with (they define its inputs)."""
+    settings = model_sidecar.get("preprocessing") or {}
+    out = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))
+    with open_dict(out):
+        for key, source in PREPROCESSING_KEYS.items():
+            if source in settings:
+                out[key] = settings[source]
+        if "min_shape" in settings:
+            out.patch_size = list(settings["min_shape"])
+        out.modalities = list(model_sidecar["modalities"])
+    return out
+
+
+def _label(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", text) or "x"
+
+
+def _modality_of(path: Path, default: str) -> str:
+    parsed = parse_name(path.name)
+    if parsed is None:
+        return default
+    if parsed.suffix == "dwimap" and parsed.entities.get("param", "").lower() in _PARAM_MODALITY:
+        return _PARAM_MODALITY[parsed.entities["param"].lower()]
+    return _SUFFIX_MODALITY.get(parsed.suffix, default)
+
+
+def records_from_inputs(inputs: Sequence[Any], modalities: Sequence[str]) -> list[SubjectRecord]:
+    """Records for ``predict.inputs`` (see the module docstring), validated on their headers.
+
+    Raises:
+        ConfigError: an entry that is neither a path nor a ``{modality: path}`` mapping, an unknown
+            modality, or two entries with the same subject/session.
+        DataError: a bad file.
+    """
+    records = []
+    for n, entry in enumerate(inputs):
+        if isinstance(entry, Mapping):
+            images = {str(m): Path(str(p)).expanduser() for m, p in entry.items()}
+        elif isinstance(entry, str | Path):
+            path = Path(str(entry)).expanduser()
+            images = {_modality_of(path, modalities[0]): path}
+        else:
+            raise ConfigError(f"predict.inputs[{n}]", f"expected a NIfTI path or {{modality: path}}, got {entry!r}")
+        unknown = sorted(set(images) - set(modalities))
+        if unknown:
+            raise ConfigError(
+                f"predict.inputs[{n}]", f"modalities {unknown} are not among the model's {list(modalities)}"
+            )
+        first = next(iter(images.values()))
+        parsed = parse_name(first.name)
+        subject = parsed.subject if parsed and parsed.subject else _label(first.name.split(".")[0])
+        session = parsed.session if parsed else None
+        record = SubjectRecord(subject=subject, session=session, images=images)
+        validate_record(record)
+        records.append(record)
+    keys = [r.key for r in records]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ConfigError(
+            "predict.inputs", f"several entries name the same subject {dupes}; give one entry per subject"
+        )
+    return records
+
+
+def check_output_outside(out: Path, data_root: str | Path | None) -> None:
+    """Refuse a run directory inside the input dataset (it is never written to).
+
+    Raises:
+        ConfigError: naming ``paths.output_dir``.
+    """
+    if not data_root:
+        return
+    root = Path(str(data_root)).expanduser().resolve()
+    out = out.expanduser().resolve()
+    if out == root or root in out.parents:
+        raise ConfigError("paths.output_dir", f"{out} lies inside the input dataset {root}; write runs elsewhere")
+
+
+def predict_subject(
+    net: torch.nn.Module,
+    subject: CachedSubject,
+    settings: InferenceSettings,
+    use: Sequence[bool],
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Native-grid prediction of one cached subject.
+
+    Returns:
+        ``(labels (X, Y, Z) uint8, probabilities (4, X, Y, Z) float32, native affine 4x4)``.
+    """
+    probs = predict_probabilities(net, input_volume(subject.image, subject.presence, use), settings, device)
+    cval = np.zeros(probs.shape[0])
+    cval[0] = 1.0  # outside the cached box: background
+    native = to_native(probs.numpy(), subject, order=1, cval=cval)
+    prob_native = np.moveaxis(np.asarray(native.dataobj, dtype=np.float32), -1, 0)
+    labels = prob_native.argmax(0).astype(np.uint8)
+    return labels, prob_native, np.asarray(native.affine)
+
+
+def run(cfg: DictConfig) -> Path:
+    """``bssl predict``: write dseg NIfTIs, optional probability maps and ``volumes.tsv``; return the run dir."""
+    pcfg = cfg.predict
+    if not pcfg.get("model"):
+        raise ConfigError("predict.model", "not set: give model=<a bssl finetune run directory or its model.pt>")
+    out = Path(cfg.paths.output_dir)
+    inputs = list(pcfg.get("inputs") or [])
+    check_output_outside(out, None if inputs else cfg.data.get("root"))
+    with run_context(cfg, "predict") as out:
+        device = device_of(str(pcfg.get("device", "auto")))
+        net, sidecar, pt = load_segmentation_model(str(pcfg.model))
+        net.to(device)
+        data_cfg = data_config_for(sidecar, cfg.data)
+        modalities = list(data_cfg.modalities)
+        use_names = list(pcfg.get("modalities") or modalities)
+        unknown = sorted(set(use_names) - set(modalities))
+        if unknown:
+            raise ConfigError("predict.modalities", f"{unknown} are not among the model's modalities {modalities}")
+        use = [m in use_names for m in modalities]
+        if inputs:
+            records = records_from_inputs(OmegaConf.to_container(OmegaConf.create({"x": inputs}))["x"], modalities)
+        else:
+            records = load_records(data_cfg)
+        wanted = pcfg.get("subjects")
+        if wanted:
+            keys = {f"sub-{s}" if not str(s).startswith("sub-") else str(s) for s in wanted}
+            records = [r for r in records if r.key in keys or f"sub-{r.subject}" in keys]
+            if not records:
+                raise ConfigError("predict.subjects", f"none of {sorted(keys)} is in the dataset")
+        subjects = preprocess(records, data_cfg, cfg.paths.cache_dir)
+        total_stride = int(np.prod(sidecar["architecture"]["config"]["strides"]))
+        settings = InferenceSettings.from_config(
+            cfg.inference, sidecar.get("patch_size") or data_cfg.patch_size, total_stride
+        )
+        root = init_derivative(
+            out / DERIVATIVE_NAME,
+            source=None if inputs else data_cfg.get("root"),
+            version=ssl_pretrain.__version__,
+            description=f"bssl predict with {pt} (stage {sidecar.get('stage')}, modalities {use_names})",
+        )
+        rows: list[dict[str, object]] = []
+        for subject in tqdm(subjects, desc="predict", unit="subject", disable=None):
+            labels, probs, affine = predict_subject(net, subject, settings, use, device)
+            record = subject.record
+            sources = [str(record.images[m]) for m in modalities if m in record.images and m in use_names]
+            write_dseg(root, record.subject, record.session, labels, affine, sources)
+            if pcfg.get("save_probabilities", False):
+                write_probseg(
+                    root,
+                    record.subject,
+                    record.session,
+                    probs[1:],
+                    affine,
+                    per_class=bool(pcfg.get("probabilities_per_class", False)),
+                )
+            regions = None
+            if subject.regions is not None:
+                regions = np.asarray(to_native(np.asarray(subject.regions), subject, order=0).dataobj)
+            voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+            info = {"participant_id": f"sub-{record.subject}", "session": record.session, "group": record.group}
+            rows += region_volumes(labels, regions, voxel_mm3, info)
+            if not np.any(labels):
+                log.warning("%s: the prediction is empty (all background)", record.key)
+        write_volumes(out / "volumes.tsv", rows)
+        log.info("predicted %d subjects into %s", len(subjects), root)
+    return out

@@ -1,0 +1,248 @@
+"""``bssl finetune stage=subcortical|brainstem init=scratch|PATH labels.k=K``: one supervised stage.
+
+1. The dataset is validated, cached and split by ``data.split_seed`` (stratified by group) on *all*
+   subjects, so the test split is the same for every stage, k and init; subjects without tissue labels
+   or without the stage's ROI are left out of each split.
+2. ``labels.k`` training subjects are chosen with ``labels.seed``, balanced across groups
+   (:mod:`finetune.selection`); the other training subjects are not used by this stage.
+3. The network of ``finetune.policy`` is built from ``model.*``, initialised from ``init``
+   (:mod:`finetune.init`) and trained on ROI-centred patches with the ROI-masked Dice+CE loss.
+   Validation subjects (whole volumes, sliding window) select the best checkpoint (``val/dice``) and
+   drive early stopping; without validation subjects the last weights are kept.
+4. Outputs in the run directory: ``model.pt`` + ``model.json`` (the selected weights and their sidecar),
+   ``metrics.csv`` (one row per test subject: Dice, HD95, predicted/true volumes per class inside the
+   ROI), ``overlays.png``, ``labelled.json`` (the chosen subjects and the split), and Lightning's
+   training curves under ``train_log/`` (its own ``metrics.csv``, per step).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.data import DataLoader
+
+from finetune.figures import overlay_figure
+from finetune.inference import InferenceSettings
+from finetune.init import TASK, initialise
+from finetune.metrics import mean_dice
+from finetune.module import VAL_METRIC, SegmentationModule, StageROI, WholeVolumes
+from finetune.policy import build_segmentation_net, check_policy
+from finetune.roi import roi_indices
+from finetune.roi_loss import ROIDiceCELoss
+from finetune.scoring import METRICS_FILE, score_subjects, write_metrics
+from finetune.selection import group_counts, parse_k, select_labelled
+from ssl_pretrain.data.cache import preprocessing_settings
+from ssl_pretrain.data.datamodule import BrainDataModule
+from ssl_pretrain.data.grid import parse_patch_size, parse_spacing
+from ssl_pretrain.data.labels import TISSUE_CLASSES
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.models.checkpoint import save_weights
+from ssl_pretrain.run_dir import run_context, write_json_atomic
+from ssl_pretrain.training import build_trainer, resolve_resume, seed_everything
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+OVERLAYS_FILE = "overlays.png"
+SUMMARY_FILE = "summary.json"
+N_CLASSES = len(TISSUE_CLASSES)
+TRAIN_LOG_DIR = "train_log"  # Lightning's per-step training curves (its own metrics.csv)
+AUTO_ENCODER_LR_SCALE = 0.1
+
+
+def stage_roi(cfg: DictConfig) -> StageROI:
+    """The stage's ROI from ``stage.*`` and ``data.spacing``.
+
+    Raises:
+        ConfigError: unknown ``stage.roi``, or a negative ``stage.roi_margin_mm``.
+    """
+    stage = cfg.stage
+    margin = float(stage.get("roi_margin_mm", 0.0) or 0.0)
+    if not np.isfinite(margin) or margin < 0:
+        raise ConfigError("stage.roi_margin_mm", f"expected a margin >= 0 mm, got {margin}")
+    fraction = float(stage.get("roi_fraction", 0.8))
+    if not 0 <= fraction <= 1:
+        raise ConfigError("stage.roi_fraction", f"expected a fraction in [0, 1], got {fraction}")
+    spacing = parse_spacing(cfg.data.spacing)
+    return StageROI(str(stage.name), str(stage.roi), roi_indices(str(stage.roi)), margin, (spacing,) * 3)
+
+
+def stage_data_config(cfg: DictConfig) -> DictConfig:
+    """``cfg.data`` with the stage's patch sampling (``data.roi`` = ``stage.roi``, ``data.roi_fraction``)."""
+    data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+    with open_dict(data):
+        data.roi = str(cfg.stage.roi)
+        data.roi_fraction = float(cfg.stage.get("roi_fraction", 0.8))
+    return data
+
+
+def model_sidecar(
+    cfg: DictConfig, dm: BrainDataModule, chosen: list[str], init_info: dict[str, Any], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``model.json`` content (beside what :func:`save_weights` fills in)."""
+    data = cfg.data
+    return {
+        "task": TASK,
+        "modalities": dm.modalities,
+        "classes": [TISSUE_CLASSES[i] for i in sorted(TISSUE_CLASSES)],
+        "spacing": parse_spacing(data.spacing),
+        "patch_size": list(parse_patch_size(data.patch_size)),
+        "normalisation": OmegaConf.to_container(data.normalisation, resolve=True) if "normalisation" in data else None,
+        "preprocessing": preprocessing_settings(data),
+        "method": "supervised",
+        "stage": str(cfg.stage.name),
+        "stage_config": OmegaConf.to_container(cfg.stage, resolve=True),
+        "policy": str(cfg.finetune.policy),
+        "init": init_info,
+        "labels": {"k": "all" if parse_k(cfg.labels.k) is None else int(cfg.labels.k), "seed": int(cfg.labels.seed)},
+        "labelled_subjects": chosen,
+        "labelled_groups": group_counts(chosen, {s.key: s.group for s in dm.train_subjects}),
+        "seeds": {"seed": int(cfg.seed), "labels": int(cfg.labels.seed), "split": int(data.split_seed)},
+        "val_subjects": [s.key for s in dm.val_subjects],
+        "test_subjects": [s.key for s in dm.test_subjects],
+        "data_fingerprint": dm.fingerprint,
+        "data_root": str(data.get("root")),
+        **extra,
+    }
+
+
+def _datamodules(cfg: DictConfig) -> tuple[BrainDataModule, list[str]]:
+    """The stage's data module restricted to the ``labels.k`` chosen training subjects, and their keys."""
+    data = stage_data_config(cfg)
+    common = {"roi": data.roi, "labelled_only": True, "seed": int(cfg.seed)}
+    everyone = BrainDataModule(data, cfg.paths.cache_dir, **common)
+    everyone.setup()
+    candidates = [(s.key, s.group) for s in everyone.train_subjects]
+    chosen = select_labelled(candidates, cfg.labels.k, int(cfg.labels.seed))
+    dm = BrainDataModule(data, cfg.paths.cache_dir, train_keys=chosen, **common)
+    dm.setup()
+    log.info(
+        "stage %s: %d labelled of %d labelled training subjects (%s), %d validation, %d test",
+        cfg.stage.name,
+        len(chosen),
+        len(candidates),
+        group_counts(chosen, dict(candidates)),
+        len(dm.val_subjects),
+        len(dm.test_subjects),
+    )
+    return dm, chosen
+
+
+def _best_weights(trainer: L.Trainer, module: SegmentationModule) -> str:
+    """Load the best validation checkpoint's weights into ``module`` if there is one; say which were kept."""
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") if callback is not None else ""
+    if not best or not Path(best).is_file():
+        return "last"
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    return f"best {VAL_METRIC}={float(callback.best_model_score):.4f} ({Path(best).name})"
+
+
+def optim_config(cfg: DictConfig) -> DictConfig:
+    """``cfg.optim`` with ``encoder_lr_scale: auto`` resolved (1 with ``init=scratch``, 0.1 from a checkpoint)."""
+    optim = OmegaConf.create(OmegaConf.to_container(cfg.optim, resolve=True))
+    if str(optim.get("encoder_lr_scale", "auto")) == "auto":
+        optim.encoder_lr_scale = 1.0 if str(cfg.get("init") or "scratch") == "scratch" else AUTO_ENCODER_LR_SCALE
+    return optim
+
+
+def _callbacks(cfg: DictConfig, has_val: bool) -> list:
+    patience = cfg.finetune.get("early_stopping_patience")
+    if not has_val or patience is None:
+        return []
+    if int(patience) < 1:
+        raise ConfigError("finetune.early_stopping_patience", f"expected a positive int or null, got {patience}")
+    return [EarlyStopping(monitor=VAL_METRIC, mode="max", patience=int(patience))]
+
+
+def _write_outputs(
+    cfg: DictConfig,
+    out: Path,
+    module: SegmentationModule,
+    dm: BrainDataModule,
+    chosen: list[str],
+    init_info: dict[str, Any],
+    optim: DictConfig,
+    selected: str,
+    steps: int,
+) -> None:
+    """Score the test subjects and write model.pt/json, metrics.csv, overlays.png and summary.json."""
+    roi, policy = module.roi, module.policy
+    device = next(module.net.parameters()).device
+    rows, cases = score_subjects(
+        module.net,
+        dm.test_subjects,
+        roi,
+        module.inference,
+        device,
+        hd95=bool(cfg.eval.hd95),
+        n_overlays=int(cfg.eval.n_overlays),
+    )
+    summary: dict[str, Any] = {
+        "weights": selected,
+        "steps": steps,
+        "n_test": len(rows),
+        "test_dice_mean": mean_dice(rows),
+    }
+    for cls in ("GM", "WM", "CSF"):
+        summary[f"test_dice_{cls}"] = mean_dice(rows, (cls,))
+    extra = {"result": summary, "optim": OmegaConf.to_container(optim, resolve=True)}
+    meta = model_sidecar(cfg, dm, chosen, init_info, extra)
+    save_weights(module.net.cpu(), out / MODEL_FILE, meta)
+    if rows:
+        write_metrics(out / METRICS_FILE, rows)
+        title = f"stage {roi.name}, init {init_info['init']}, k={meta['labels']['k']}, policy {policy}"
+        overlay_figure(out / OVERLAYS_FILE, cases, suptitle=title)
+    else:
+        log.warning("no labelled test subject: %s and %s not written", METRICS_FILE, OVERLAYS_FILE)
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    shown = {k: round(v, 4) for k, v in summary.items() if k.startswith("test_dice")}
+    log.info("test Dice in the %s ROI (%d subjects): %s", roi.group, len(rows), shown)
+
+
+def run(cfg: DictConfig) -> Path:
+    """Train one stage and write its artefacts; return the run directory."""
+    policy = check_policy(str(cfg.finetune.policy))
+    parse_k(cfg.labels.k)
+    with run_context(cfg, "finetune") as out:
+        seed_everything(int(cfg.seed), deterministic=cfg.trainer.get("deterministic") is True)
+        roi = stage_roi(cfg)
+        dm, chosen = _datamodules(cfg)
+        net = build_segmentation_net(cfg.model, len(dm.modalities), N_CLASSES, policy)
+        init_info = initialise(net, cfg.get("init"), dm.modalities)
+        total_steps = int(cfg.trainer.max_steps)
+        inference = InferenceSettings.from_config(cfg.inference, dm.patch_size, int(np.prod(cfg.model.strides)))
+        loss = ROIDiceCELoss(N_CLASSES, **OmegaConf.to_container(cfg.loss, resolve=True))
+        optim = optim_config(cfg)
+        module = SegmentationModule(
+            net, policy=policy, roi=roi, loss=loss, optim_cfg=optim, total_steps=total_steps, inference=inference
+        )
+        has_val = bool(dm.val_subjects)
+        val_loader = DataLoader(WholeVolumes(dm.val_subjects), batch_size=None) if has_val else None
+        trainer = build_trainer(
+            cfg,
+            out,
+            monitor=VAL_METRIC if has_val else None,
+            monitor_mode="max",
+            log_dir=out / TRAIN_LOG_DIR,
+            extra_callbacks=_callbacks(cfg, has_val),
+        )
+        trainer.fit(
+            module,
+            train_dataloaders=dm.train_dataloader(),
+            val_dataloaders=val_loader,
+            ckpt_path=resolve_resume(cfg.get("resume"), out, cfg),
+        )
+        selected = _best_weights(trainer, module) if has_val else "last"
+        log.info("weights kept: %s", selected)
+        if trainer.is_global_zero:
+            _write_outputs(cfg, out, module, dm, chosen, init_info, optim, selected, int(trainer.global_step))
+    return out

@@ -1,0 +1,285 @@
+"""Region-aware patch sampling from the preprocessing cache.
+
+:class:`PatchDataset` is a map-style dataset: item ``i`` of epoch ``e`` is a pure function of
+``(seed, e, i)``, so runs are reproducible whatever the number of DataLoader workers. An item
+
+1. takes a subject from a per-epoch permutation of the subjects (every subject once per round);
+2. picks a patch centre: with probability ``roi_fraction`` a random voxel of the ROI (the region group
+   ``roi``, e.g. ``brainstem``; ROI voxels are indexed once per subject), otherwise a random brain voxel
+   (subjects without regions or with an empty ROI always use brain voxels);
+3. cuts the patch (plus the augmentation context margin) from the memory map, padding outside the
+   cached box with each channel's background value;
+4. augments it (TorchIO, seeded from the item) and drops modalities at random: each present modality is
+   zeroed with probability ``modality_dropout``, but never fewer than ``min_modalities`` stay (or all
+   present ones, if fewer), and ``presence`` says which remain;
+5. returns the batch dict of :mod:`ssl_pretrain.data.batch`. With ``views=2`` a second crop whose centre
+   is moved by at most ``patch // 4`` per axis, independently augmented and dropped, is added as
+   ``image_b``/``presence_b`` (two overlapping views for contrastive methods).
+
+Epochs: :class:`EpochSampler` yields ``(epoch, i)`` pairs, so the epoch travels with each index into
+persistent worker processes. Lightning calls ``set_epoch`` on the train loader's sampler at every epoch
+start (also through its ``DistributedSamplerWrapper``), so a :class:`BrainDataModule
+<ssl_pretrain.data.datamodule.BrainDataModule>` needs no callback. A plain integer index uses the
+dataset's own epoch (:meth:`PatchDataset.set_epoch`).
+
+DDP: when ``torch.distributed`` is initialised as the dataset is built (Lightning builds it in
+``setup``, after the process group exists), rank ``r`` of ``w`` keeps ``subjects[r::w]`` (all subjects
+if there are fewer than ``w``), so ranks read disjoint subjects; ``length`` stays the per-epoch budget of
+indices, which Lightning's distributed sampler then splits across ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torchio as tio
+from torch.utils.data import Dataset, Sampler
+
+from ssl_pretrain.data import batch as B
+from ssl_pretrain.data.cache import CachedSubject
+from ssl_pretrain.data.grid import parse_patch_size, read_box
+from ssl_pretrain.data.labels import region_group_indices
+
+log = logging.getLogger(__name__)
+
+MAX_REJECTIONS = 64  # brain-centre draws by rejection before falling back to the voxel list
+
+
+def shard_for_rank(subjects: Sequence[CachedSubject]) -> list[CachedSubject]:
+    """``subjects[rank::world]`` under an initialised ``torch.distributed`` group, else all subjects."""
+    subjects = list(subjects)
+    if not (dist.is_available() and dist.is_initialized()):
+        return subjects
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if len(subjects) < world:
+        log.warning("%d subjects for %d ranks: every rank samples all subjects", len(subjects), world)
+        return subjects
+    return subjects[rank::world]
+
+
+class PatchDataset(Dataset):
+    """Patches from cached subjects; item ``i`` is deterministic in ``(seed, epoch, i)``.
+
+    Args:
+        subjects: cached subjects (:func:`ssl_pretrain.data.cache.preprocess`).
+        patch_size: patch edge (int) or ``(X, Y, Z)`` in voxels.
+        roi: region group whose voxels centre ``roi_fraction`` of the patches (``None``: brain only).
+        roi_fraction: probability that a patch is centred inside the ROI.
+        length: items per epoch.
+        seed: base seed.
+        augment: a TorchIO transform (:func:`ssl_pretrain.data.augment.build_augment`) or ``None``.
+        augment_margin: context voxels per side cut for the spatial transforms
+            (:func:`~ssl_pretrain.data.augment.augment_margin`); ``augment`` must crop back to the patch.
+        modality_dropout: probability of zeroing each present modality.
+        min_modalities: modalities that always remain (if the subject has them).
+        views: 1, or 2 for two overlapping, independently augmented crops.
+        shard: keep only this DDP rank's share of the subjects (see the module docstring).
+
+    Items (see :mod:`ssl_pretrain.data.batch`): ``image`` ``(C, X, Y, Z)`` float32, ``presence`` ``(C,)``
+    float32, ``tissue`` ``(1, X, Y, Z)`` int64 (``IGNORE_INDEX`` where the subject has none), ``regions``
+    ``(1, X, Y, Z)`` int64 (0 where none), ``subject`` and ``group`` strings; with ``views=2`` also
+    ``image_b`` and ``presence_b``.
+    """
+
+    def __init__(
+        self,
+        subjects: Sequence[CachedSubject],
+        patch_size: int | Sequence[int],
+        *,
+        roi: str | None = None,
+        roi_fraction: float = 0.0,
+        length: int = 64,
+        seed: int = 0,
+        augment: tio.Transform | None = None,
+        augment_margin: int | Sequence[int] = 0,
+        modality_dropout: float = 0.0,
+        min_modalities: int = 1,
+        views: int = 1,
+        shard: bool = True,
+    ) -> None:
+        if not subjects:
+            raise ValueError("PatchDataset needs at least one subject")
+        if not 0 <= roi_fraction <= 1:
+            raise ValueError(f"roi_fraction must lie in [0, 1], got {roi_fraction}")
+        if not 0 <= modality_dropout < 1:
+            raise ValueError(f"modality_dropout must lie in [0, 1), got {modality_dropout}")
+        if min_modalities < 1:
+            raise ValueError(f"min_modalities must be >= 1, got {min_modalities}")
+        if views not in (1, 2):
+            raise ValueError(f"views must be 1 or 2, got {views}")
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        self.subjects = shard_for_rank(subjects) if shard else list(subjects)
+        self.patch_size = np.asarray(parse_patch_size(patch_size, "patch_size"))
+        margin = np.broadcast_to(np.asarray(augment_margin, dtype=int), (3,))
+        if np.any(margin < 0):
+            raise ValueError(f"augment_margin must be >= 0, got {augment_margin}")
+        self.margin = margin.copy()
+        self.roi = roi
+        self.roi_fraction = float(roi_fraction) if roi else 0.0
+        self.length = int(length)
+        self.seed = int(seed)
+        self.augment = augment
+        self.modality_dropout = float(modality_dropout)
+        self.min_modalities = int(min_modalities)
+        self.views = views
+        self.epoch = 0
+        roi_labels = np.asarray(region_group_indices(roi), dtype=np.uint8) if roi else None
+        # ROI voxels as int32 flat indices, once per subject (empty: fall back to brain voxels)
+        self.roi_voxels: list[np.ndarray] = []
+        for subject in self.subjects:
+            if roi_labels is None or subject.regions is None:
+                self.roi_voxels.append(np.zeros(0, np.int32))
+            else:
+                inside = np.isin(np.asarray(subject.regions), roi_labels)
+                self.roi_voxels.append(np.flatnonzero(inside).astype(np.int32))
+        self._brain_voxels: dict[int, np.ndarray] = {}
+        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for plain integer indices (the :class:`EpochSampler` passes its own)."""
+        self.epoch = int(epoch)
+
+    def _subject_index(self, epoch: int, i: int) -> int:
+        n = len(self.subjects)
+        key = (epoch, i // n)
+        if key not in self._perm_cache:
+            if len(self._perm_cache) > 8:
+                self._perm_cache.clear()
+            self._perm_cache[key] = np.random.default_rng([self.seed, epoch, i // n, 7]).permutation(n)
+        return int(self._perm_cache[key][i % n])
+
+    def _brain_centre(self, s: int, rng: np.random.Generator) -> np.ndarray:
+        brain = self.subjects[s].brain
+        shape = np.asarray(brain.shape)
+        for _ in range(MAX_REJECTIONS):
+            voxel = rng.integers(0, shape)
+            if brain[tuple(voxel)]:
+                return voxel
+        if s not in self._brain_voxels:  # a small brain in a large box: list its voxels once
+            self._brain_voxels[s] = np.flatnonzero(np.asarray(brain)).astype(np.int32)
+        voxels = self._brain_voxels[s]
+        if len(voxels) == 0:
+            return shape // 2
+        return np.asarray(np.unravel_index(voxels[rng.integers(len(voxels))], brain.shape))
+
+    def locate(self, index: int | tuple[int, int]) -> tuple[int, np.ndarray, bool]:
+        """Where item ``index`` comes from: ``(subject index, centre voxel (3,), drawn from the ROI)``."""
+        epoch, i = self._split_index(index)
+        return self._locate(epoch, i, self._rng(epoch, i))
+
+    def _split_index(self, index: int | tuple[int, int]) -> tuple[int, int]:
+        if isinstance(index, tuple | list):
+            epoch, i = (int(v) for v in index)
+        else:
+            epoch, i = self.epoch, int(index)
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {i} out of range for {self.length} items")
+        return epoch, i
+
+    def _rng(self, epoch: int, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch, i])
+
+    def _locate(self, epoch: int, i: int, rng: np.random.Generator) -> tuple[int, np.ndarray, bool]:
+        s = self._subject_index(epoch, i)
+        roi_voxels = self.roi_voxels[s]
+        if len(roi_voxels) and rng.random() < self.roi_fraction:
+            flat = roi_voxels[rng.integers(len(roi_voxels))]
+            return s, np.asarray(np.unravel_index(flat, self.subjects[s].brain.shape)), True
+        return s, self._brain_centre(s, rng), False
+
+    def _dropout(self, presence: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        present = np.flatnonzero(presence)
+        drop = rng.random(len(present)) < self.modality_dropout
+        floor = min(self.min_modalities, len(present))
+        excess = floor - int((~drop).sum())
+        if excess > 0:  # restore randomly chosen dropped modalities up to the floor
+            restore = rng.choice(np.flatnonzero(drop), size=excess, replace=False)
+            drop[restore] = False
+        kept = presence.copy()
+        kept[present[drop]] = False
+        return kept
+
+    def _view(self, subject: CachedSubject, centre: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        size = self.patch_size + 2 * self.margin if self.augment is not None else self.patch_size
+        lo = centre - size // 2
+        image = read_box(subject.image, lo, size, fill=subject.background, dtype=np.float32)
+        fields: dict[str, tio.Image] = {}
+        tio_affine = np.diag([*np.linalg.norm(subject.affine[:3, :3], axis=0), 1.0])
+        labels: dict[str, np.ndarray] = {}
+        for name, array in ((B.TISSUE, subject.tissue), (B.REGIONS, subject.regions)):
+            if array is not None:
+                labels[name] = read_box(array, lo, size, fill=0, dtype=np.int64)[None]
+        presence = subject.presence.copy()
+        image_t = torch.from_numpy(image)
+        if self.augment is not None:
+            fields[B.IMAGE] = tio.ScalarImage(tensor=image_t, affine=tio_affine)
+            for name, array in labels.items():
+                fields[name] = tio.LabelMap(tensor=torch.from_numpy(array), affine=tio_affine)
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(int(rng.integers(2**62)))  # CPU only: cheap
+                out = self.augment(tio.Subject(fields))
+            image_t = cast(tio.Image, out[B.IMAGE]).data.float()
+            label_t = {name: cast(tio.Image, out[name]).data.long() for name in labels}
+        else:
+            label_t = {name: torch.from_numpy(array) for name, array in labels.items()}
+        if tuple(image_t.shape[1:]) != tuple(self.patch_size):
+            raise ValueError(f"the augmentation returned {tuple(image_t.shape[1:])}, expected the patch size")
+        if self.modality_dropout > 0:
+            presence = self._dropout(presence, rng)
+        image_t[torch.from_numpy(~presence)] = 0.0  # missing and dropped modalities are zero channels
+        shape = (1, *(int(n) for n in self.patch_size))
+        return {
+            B.IMAGE: image_t.contiguous(),
+            B.PRESENCE: torch.from_numpy(presence.astype(np.float32)),
+            B.TISSUE: label_t.get(B.TISSUE, torch.full(shape, B.IGNORE_INDEX, dtype=torch.int64)),
+            B.REGIONS: label_t.get(B.REGIONS, torch.zeros(shape, dtype=torch.int64)),
+        }
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, i = self._split_index(index)
+        rng = self._rng(epoch, i)
+        s, centre, _ = self._locate(epoch, i, rng)
+        subject = self.subjects[s]
+        item = self._view(subject, centre, rng)
+        item[B.SUBJECT] = subject.key
+        item[B.GROUP] = subject.group
+        if self.views == 2:
+            jitter = self.patch_size // 4
+            centre_b = centre + rng.integers(-jitter, jitter + 1)
+            second = self._view(subject, centre_b, rng)
+            item[B.IMAGE_B] = second[B.IMAGE]
+            item[B.PRESENCE_B] = second[B.PRESENCE]
+        return item
+
+
+class EpochSampler(Sampler):
+    """Sequential sampler over ``range(len(dataset))`` yielding ``(epoch, i)`` pairs.
+
+    ``set_epoch`` (called by Lightning at every epoch start) moves both this sampler and the dataset to
+    the new epoch; the pairs carry it into persistent worker processes.
+    """
+
+    def __init__(self, dataset: PatchDataset) -> None:
+        self.dataset = dataset
+        self.epoch = dataset.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s items next."""
+        self.epoch = int(epoch)
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return iter([(epoch, i) for i in range(len(self.dataset))])

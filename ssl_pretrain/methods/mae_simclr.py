@@ -1,0 +1,57 @@
+"""MAE + SimCLR: masked reconstruction and contrastive learning on one shared encoder.
+
+Combines He et al. 2022 (MAE, https://arxiv.org/abs/2111.06377) and Chen et al. 2020 (SimCLR,
+https://arxiv.org/abs/2002.05709): the masked first view is reconstructed by the U-Net, while the
+*unmasked* two views go through the contrastive branch; the loss is
+``weights.mae · L_mae + weights.simclr · L_ntxent``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ssl_pretrain.methods.mae import MAE
+from ssl_pretrain.methods.simclr import SimCLR
+
+
+class MAESimCLR(nn.Module):
+    """Weighted sum of the MAE and SimCLR objectives sharing ``mae.unet.encoder``.
+
+    Args:
+        mae: the MAE objective (owns the U-Net).
+        simclr: the SimCLR objective built on ``mae.encoder``.
+        weight_mae / weight_simclr: non-negative weights, not both zero.
+    """
+
+    name = "mae_simclr"
+    views = 2
+
+    def __init__(self, mae: MAE, simclr: SimCLR, weight_mae: float = 1.0, weight_simclr: float = 1.0) -> None:
+        super().__init__()
+        if simclr.encoder is not mae.encoder:
+            raise ValueError("the SimCLR branch must use the MAE U-Net's encoder")
+        if min(weight_mae, weight_simclr) < 0 or weight_mae + weight_simclr == 0:
+            raise ValueError(f"weights must be >= 0 and not both 0, got mae={weight_mae}, simclr={weight_simclr}")
+        self.mae = mae
+        self.simclr = simclr
+        self.weight_mae = float(weight_mae)
+        self.weight_simclr = float(weight_simclr)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The shared encoder."""
+        return self.mae.encoder
+
+    def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """``(pooled encoder features (B, F), projection (B, D))`` of unmasked views."""
+        return self.simclr.embed(image)
+
+    def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """``{"loss": weighted sum, "mae": …, "simclr": …}`` of one two-view batch."""
+        mae = self.mae(batch, generator)["loss"]
+        simclr = self.simclr(batch)["loss"]
+        loss = self.weight_mae * mae + self.weight_simclr * simclr
+        return {"loss": loss, "mae": mae.detach(), "simclr": simclr.detach()}

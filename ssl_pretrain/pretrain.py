@@ -1,0 +1,231 @@
+"""``bssl pretrain``: self-supervised pretraining of a 3D encoder on every unlabelled volume of a dataset.
+
+``bssl pretrain data.root=DIR method=mae|simclr|mae_simclr|vicreg [preset=cpu|gpu] [resume=auto|PATH]``
+composes configs/pretrain.yaml and calls :func:`run`, which trains a
+:class:`~ssl_pretrain.methods.module.PretrainModule` on patches from
+:class:`~ssl_pretrain.data.datamodule.BrainDataModule` and leaves in the run directory:
+
+- ``encoder.pt`` + ``encoder.json``: the encoder's state dict (loads with ``weights_only=True``) and its
+  sidecar (architecture, modalities in channel order, spacing, normalisation, method, data fingerprint,
+  toolkit version), written by :func:`ssl_pretrain.models.checkpoint.save_weights`;
+- ``metrics.csv`` (per-step ``train/*``, per-validation ``val/*``, learning rate) and ``loss_curve.png``;
+- MAE methods: ``mae_reconstruction.png`` (input / masked / reconstruction slices through the brainstem
+  of a validation subject);
+- two-view methods: ``embedding_quality.json``, alignment and uniformity (Wang & Isola 2020) of the
+  validation embeddings after training, beside the same figures for the randomly initialised network;
+- ``checkpoints/last.ckpt`` (resumable), ``config.yaml``, ``run.json``, ``run.log``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ssl_pretrain.data.cache import CachedSubject
+from ssl_pretrain.data.datamodule import BrainDataModule
+from ssl_pretrain.data.grid import read_box
+from ssl_pretrain.data.labels import region_group_indices
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.figures import embedding_quality, plot_loss_curve, plot_mae_reconstruction
+from ssl_pretrain.methods import check_method_config
+from ssl_pretrain.methods.masking import denormalise_blocks
+from ssl_pretrain.methods.module import PretrainModule
+from ssl_pretrain.models.checkpoint import save_weights
+from ssl_pretrain.run_dir import run_context, write_json_atomic
+from ssl_pretrain.training import build_trainer, resolve_resume, seed_everything
+
+log = logging.getLogger(__name__)
+
+ENCODER_FILE = "encoder.pt"
+FIGURE_ROI = "brainstem"
+
+
+def _views(method_cfg: DictConfig) -> int:
+    views = method_cfg.get("views")
+    if views not in (1, 2):
+        raise ConfigError("method.views", f"must be 1 or 2, got {views!r}")
+    return int(views)
+
+
+def _encoder_meta(cfg: DictConfig, dm: BrainDataModule, module: PretrainModule, steps: int) -> dict[str, Any]:
+    return {
+        "modalities": dm.modalities,
+        "spacing": dm.spacing,
+        "normalisation": OmegaConf.to_container(cfg.data.get("normalisation"), resolve=True)
+        if cfg.data.get("normalisation") is not None
+        else None,
+        "method": OmegaConf.to_container(cfg.method, resolve=True),
+        "data_fingerprint": dm.fingerprint,
+        "patch_size": list(dm.patch_size),
+        "pretrain": {"steps": int(steps), "seed": int(cfg.seed), "data_root": str(cfg.data.root)},
+    }
+
+
+def figure_patch(subject: CachedSubject, patch_size: Iterable[int], roi: str = FIGURE_ROI) -> tuple[np.ndarray, str]:
+    """A patch of ``subject`` centred on its ``roi`` (the ROI voxel nearest the ROI's centroid).
+
+    Falls back to the brain mask's centre when the subject has no region labels or an empty ROI.
+
+    Returns:
+        ``(image (C, X, Y, Z) float32, description of the centre)``.
+    """
+    size = np.asarray(list(patch_size), dtype=int)
+    where = "brain centre"
+    voxels = np.zeros((0, 3), dtype=int)
+    if subject.regions is not None:
+        voxels = np.argwhere(np.isin(np.asarray(subject.regions), region_group_indices(roi)))
+        where = roi
+    if len(voxels) == 0:
+        voxels = np.argwhere(np.asarray(subject.brain) > 0)
+        where = "brain centre"
+    if len(voxels) == 0:
+        centre = np.asarray(subject.image.shape[1:]) // 2
+    else:
+        centroid = voxels.mean(axis=0)
+        centre = voxels[np.argmin(((voxels - centroid) ** 2).sum(axis=1))]
+    image = read_box(subject.image, centre - size // 2, size, fill=subject.background, dtype=np.float32)
+    return image, f"{where} at voxel {tuple(int(c) for c in centre)}"
+
+
+def write_mae_figure(module: PretrainModule, dm: BrainDataModule, path: Path, seed: int) -> Path:
+    """``mae_reconstruction.png`` for the first validation subject (the first training subject if none)."""
+    mae = module.method.mae if hasattr(module.method, "mae") else module.method
+    subjects = dm.val_subjects or dm.train_subjects
+    subject = subjects[0]
+    patch, where = figure_patch(subject, dm.patch_size)
+    device = next(module.parameters()).device
+    image = torch.from_numpy(patch)[None].to(device)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = mae.training
+    mae.eval()
+    with torch.no_grad():
+        mask = mae.draw_mask(image, generator)
+        masked, pred = mae.reconstruct(image, mask)
+        if mae.loss.norm_target:
+            pred = denormalise_blocks(pred.float(), image, mae.mask_block, mae.loss.eps)
+        pasted = image * (1 - mask) + pred.float() * mask
+    mae.train(was_training)
+    split = "validation" if dm.val_subjects else "training"
+    title = (
+        f"MAE reconstruction, {split} subject {subject.key}, patch centred on the {where}; "
+        f"mask ratio {mae.mask_ratio:g}, block {mae.mask_block[0]}"
+        + ("; masked blocks de-normalised with their true mean/std" if mae.loss.norm_target else "")
+    )
+    return plot_mae_reconstruction(
+        image[0].cpu().numpy(),
+        masked[0].float().cpu().numpy(),
+        pasted[0].cpu().numpy(),
+        [bool(p) for p in subject.presence],
+        dm.modalities,
+        path,
+        title,
+    )
+
+
+def embedding_report(
+    module: PretrainModule, dm: BrainDataModule, initial_state: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
+    """Alignment/uniformity of validation embeddings, trained and at initialisation (the baseline)."""
+    loader = dm.val_dataloader()
+    split = "validation"
+    if not loader:
+        loader, split = dm.train_dataloader(), "training (no validation subjects)"
+    report: dict[str, Any] = {
+        "reference": "Wang & Isola 2020, alpha=2, t=2; lower is better for both",
+        "split": split,
+    }
+    trained = {k: v.detach().clone() for k, v in module.method.state_dict().items()}
+    for name, state in (("initial", initial_state), ("trained", trained)):
+        module.method.load_state_dict(state)
+        f_a, f_b, p_a, p_b = module.embed_loader(loader)
+        report[name] = {"projection": embedding_quality(p_a, p_b), "encoder": embedding_quality(f_a, f_b)}
+    return report
+
+
+def _metrics_csv(trainer: Any, out: Path) -> Path | None:
+    for logger in trainer.loggers:
+        path = getattr(getattr(logger, "experiment", None), "metrics_file_path", None)
+        if path and Path(path).is_file():
+            return Path(path)
+    return out / "metrics.csv" if (out / "metrics.csv").is_file() else None
+
+
+def _write_outputs(
+    cfg: DictConfig, out: Path, trainer: Any, module: PretrainModule, dm: BrainDataModule, initial: dict
+) -> None:
+    save_weights(module.encoder, out / ENCODER_FILE, _encoder_meta(cfg, dm, module, trainer.global_step))
+    log.info("encoder written to %s", out / ENCODER_FILE)
+    csv = _metrics_csv(trainer, out)
+    if csv is not None:
+        plot_loss_curve(csv, out / "loss_curve.png", title=f"{cfg.method.name} pretraining loss")
+    name = str(cfg.method.name)
+    if "mae" in name.split("_"):
+        write_mae_figure(module, dm, out / "mae_reconstruction.png", int(cfg.seed))
+    if hasattr(module.method, "embed"):
+        report = embedding_report(module, dm, initial)
+        write_json_atomic(out / "embedding_quality.json", report)
+        t, i = report["trained"]["projection"], report["initial"]["projection"]
+        log.info(
+            "embeddings (%s): alignment %.3f (init %.3f), uniformity %.3f (init %.3f)",
+            report["split"],
+            t["alignment"],
+            i["alignment"],
+            t["uniformity"],
+            i["uniformity"],
+        )
+
+
+def _short_run_logging(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``trainer.log_every_n_steps`` lowered for runs shorter than it (else no loss curve)."""
+    steps, every = int(cfg.trainer.max_steps), int(cfg.trainer.log_every_n_steps)
+    if steps < 1 or every <= steps:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.trainer.log_every_n_steps = max(1, steps // 10)
+    log.info(
+        "trainer.log_every_n_steps=%d > max_steps=%d: logging every %d", every, steps, cfg.trainer.log_every_n_steps
+    )
+    return cfg
+
+
+def run(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> Path:
+    """Pretrain an encoder as configured and write the run directory's artefacts (see the module docstring).
+
+    Args:
+        cfg: the composed ``pretrain`` config.
+        extra_callbacks: further Lightning callbacks (tests use one to interrupt a run).
+
+    Returns:
+        The run directory.
+
+    Raises:
+        ConfigError / DataError / CheckpointError: bad settings, bad input data, an unusable ``resume``.
+    """
+    out = Path(cfg.paths.output_dir)
+    views = _views(cfg.method)
+    deterministic = cfg.trainer.get("deterministic") is True
+    # DDP processes other than rank 0 train but leave the run directory's records to rank 0
+    context = run_context(cfg, "pretrain") if rank_zero_only.rank == 0 else nullcontext(out)
+    with context:
+        seed_everything(int(cfg.seed), deterministic=deterministic)
+        dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=views, seed=int(cfg.seed))
+        check_method_config(cfg.method, dm.patch_size, dm.batch_size)
+        module = PretrainModule(cfg.method, cfg.model, cfg.optim, dm.in_channels, seed=int(cfg.seed))
+        initial = copy.deepcopy(module.method.state_dict())
+        trainer = build_trainer(_short_run_logging(cfg), out, monitor=None, extra_callbacks=extra_callbacks)
+        ckpt = resolve_resume(cfg.get("resume"), out, cfg)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        if trainer.is_global_zero:
+            _write_outputs(cfg, out, trainer, module, dm, initial)
+    return out

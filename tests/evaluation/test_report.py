@@ -1,0 +1,92 @@
+"""report.html builds from a small results dict with every section, verdict and embedded figure."""
+
+from __future__ import annotations
+
+import base64
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+
+from evaluation.figures import figures_from_results, group_png, overlay_png
+from evaluation.report import build_report
+from tests.synthetic import synthetic_labels
+
+SECTIONS = [
+    "what-was-run",
+    "segmentation",
+    "best-per-k",
+    "learning-curves",
+    "comparisons",
+    "transfer",
+    "similarity",
+    "group",
+    "overlays",
+    "reading-notes",
+]
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.imgs, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "img":
+            self.imgs.append(a["src"])
+
+
+def _figures(results):
+    figs = figures_from_results(results)
+    table = pd.DataFrame({"group": ["HC"] * 4 + ["ALS"] * 4, "brainstem_volume": np.arange(8.0)})
+    figs["group_volumes"] = group_png(table, ["brainstem_volume"])
+    tissue, _ = synthetic_labels((16, 20, 16))
+    figs["overlay_brainstem"] = overlay_png(tissue * 1.0, tissue, [(2, 5)])
+    return figs
+
+
+def test_report_has_every_section_and_embedded_figure(tmp_path, small_results):
+    results = small_results
+    figs = _figures(results)
+    path = build_report(results, figs, tmp_path / "eval", captions={"overlay_brainstem": "Subject sub-01 at k=2."})
+    assert path == tmp_path / "eval" / "report.html"
+    text = path.read_text()
+    parser = _Collector()
+    parser.feed(text)
+    assert [i for i in parser.ids if i in SECTIONS] == SECTIONS
+    assert "simulated-banner" in parser.ids
+    assert len(parser.imgs) == len(figs) == 5
+    embedded = {base64.b64decode(src.split(",", 1)[1]) for src in parser.imgs}
+    assert all(src.startswith("data:image/png;base64,") for src in parser.imgs)
+    assert embedded == set(figs.values())
+    for key in figs:
+        assert f'id="fig-{key}"' in text
+    assert "Subject sub-01 at k=2. Run: preset=quick; seeds=[0, 1, 2]; data.root=data/demo." in text
+    assert "script" not in parser.tags and "link" not in parser.tags and "http" not in text.lower()
+    # numbers with their CIs and the baselines beside the deep model
+    assert "0.740 [0.710, 0.770]" in text and "hmrf (classical)" in text and "-7.6 [-10.1, -5.0]" in text
+    assert "<b>ssl_mae</b>" in text  # best initialisation at k=2, from learning curves and comparisons
+
+
+def test_report_without_simulation_or_optional_sections(tmp_path):
+    results = {"config": {"seeds": [0]}, "dataset": {"simulated": False}}
+    text = build_report(results, {}, tmp_path).read_text()
+    parser = _Collector()
+    parser.feed(text)
+    assert "simulated-banner" not in parser.ids and not parser.imgs
+    assert [i for i in parser.ids if i in SECTIONS] == SECTIONS  # every section, saying what was not run
+    assert text.count("Not part of this evaluation") >= 7
+
+
+def test_best_per_k_verdicts(tmp_path, small_results):
+    text = build_report(small_results, {}, tmp_path).read_text()
+    assert "0.060 [0.030, 0.090] above scratch (p Holm 0.004): a difference these data support." in text
+    assert "0.020 [-0.010, 0.050] above scratch (p Holm 0.200): not a difference these data can confirm." in text
+    results = dict(small_results)
+    results["best_per_k"] = [{"k": 2, "best": "ssl_mae", "dice_mean": 0.7, "compute_seconds": 410.0}]
+    text = build_report(results, {}, tmp_path).read_text()
+    assert "compute of best (s)" in text and "<td>410</td>" in text

@@ -1,0 +1,118 @@
+"""Fine-tuning policies, the hypercolumn head, and whole-volume inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from finetune.inference import InferenceSettings, input_volume, predict_labels, predict_probabilities
+from finetune.linear_head import HypercolumnHead, LinearProbeNet, hypercolumn
+from finetune.policy import apply_policy, build_segmentation_net, param_groups
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.models.unet import ResEncoder, UNet
+
+OPTIM = {"lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 0, "min_lr_ratio": 0.0, "encoder_lr_scale": 0.1}
+TINY = OmegaConf.create(
+    {
+        "spatial_dims": 3,
+        "channels": [4, 8],
+        "strides": [1, 2],
+        "num_res_units": 1,
+        "subunits": 1,
+        "decoder_res_units": 1,
+        "kernel_size": 3,
+        "norm": "instance",
+        "act": "prelu",
+        "dropout": 0.0,
+        "upsample": "deconv",
+    }
+)
+
+
+def test_hypercolumn_head_equals_conv_on_explicit_hypercolumn():
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 3, 8, 8, 8), torch.randn(2, 5, 4, 4, 4), torch.randn(2, 7, 2, 2, 2)]
+    head = HypercolumnHead(3, [3, 5, 7], 4)
+    reference = torch.nn.Conv3d(15, 4, 1)
+    with torch.no_grad():
+        reference.weight.copy_(torch.cat([c.weight for c in head.convs], dim=1))
+        reference.bias.copy_(head.convs[0].bias)
+    expected = reference(hypercolumn(feats, (8, 8, 8)))
+    assert torch.allclose(head(feats, (8, 8, 8)), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="feature maps"):
+        head(feats[:2], (8, 8, 8))
+    with pytest.raises(ValueError, match="out_channels"):
+        HypercolumnHead(3, [3], 0)
+
+
+@pytest.mark.parametrize("policy", ["full", "frozen_encoder", "linear"])
+def test_policies_train_the_right_weights(policy):
+    net = build_segmentation_net(TINY, in_channels=2, out_channels=4, policy=policy)
+    assert isinstance(net, LinearProbeNet if policy == "linear" else UNet)
+    apply_policy(net, policy)
+    groups = param_groups(net, policy, OPTIM)
+    enc = {id(p) for p in net.encoder.parameters()}
+    in_groups = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert set(in_groups) == {id(p) for p in net.parameters() if p.requires_grad}
+    if policy == "full":
+        assert enc <= set(in_groups)
+        assert all(scale == (0.1 if pid in enc else 1.0) for pid, scale in in_groups.items())
+    else:
+        assert not enc & set(in_groups) and all(scale == 1.0 for scale in in_groups.values())
+        assert not any(p.requires_grad for p in net.encoder.parameters())
+        assert not net.encoder.training
+    x = torch.randn(1, 2, 8, 8, 8)
+    out = net(x)
+    assert out.shape == (1, 4, 8, 8, 8)
+    out.sum().backward()
+    frozen_grads = [p.grad for p in net.encoder.parameters()]
+    assert all(g is None for g in frozen_grads) == (policy != "full")
+
+
+def test_bad_policy_and_lr_scale():
+    with pytest.raises(ConfigError, match=r"finetune\.policy"):
+        build_segmentation_net(TINY, 1, 4, "partial")
+    net = build_segmentation_net(TINY, 1, 4, "full")
+    with pytest.raises(ConfigError, match=r"optim\.encoder_lr_scale"):
+        param_groups(net, "full", {**OPTIM, "encoder_lr_scale": 1.5})
+
+
+def test_sliding_window_matches_direct_forward_and_zeroes_unused_channels():
+    torch.manual_seed(0)
+    net = build_segmentation_net(TINY, 2, 4, "full").eval()
+    image = np.random.default_rng(0).normal(size=(2, 8, 8, 8)).astype(np.float32)
+    settings = InferenceSettings(roi_size=(8, 8, 8), overlap=0.0, mode="constant")
+    x = input_volume(image, presence=[True, True])
+    probs = predict_probabilities(net, x, settings)
+    assert probs.shape == (4, 8, 8, 8)
+    assert torch.allclose(probs, torch.softmax(net(x), 1)[0], atol=1e-5)
+    assert torch.allclose(probs.sum(0), torch.ones(8, 8, 8), atol=1e-5)
+    # T1w only: the second channel is fed as zeros, as modality dropout presents it in training
+    x1 = input_volume(image, presence=[True, True], use=[True, False])
+    assert torch.all(x1[0, 1] == 0) and torch.equal(x1[0, 0], torch.from_numpy(image[0]))
+    assert torch.equal(input_volume(image, presence=[True, False])[0, 1], torch.zeros(8, 8, 8))
+    # a bigger volume, tiled: shape preserved, probabilities normalised
+    big = np.random.default_rng(1).normal(size=(2, 12, 10, 9)).astype(np.float32)
+    probs = predict_probabilities(net, input_volume(big, [True, True]), InferenceSettings(roi_size=(8, 8, 8)))
+    assert probs.shape == (4, 12, 10, 9) and torch.allclose(probs.sum(0), torch.ones(12, 10, 9), atol=1e-5)
+    assert predict_labels(probs).dtype == np.uint8 and predict_labels(probs).max() <= 3
+
+
+def test_inference_settings_validation():
+    cfg = OmegaConf.create({"roi_size": None, "overlap": 0.5, "mode": "gaussian", "sw_batch_size": 1})
+    assert InferenceSettings.from_config(cfg, [48, 48, 48], 8).roi_size == (48, 48, 48)
+    with pytest.raises(ConfigError, match=r"inference\.roi_size"):
+        InferenceSettings.from_config(OmegaConf.create({"roi_size": 20}), [48] * 3, 8)
+    with pytest.raises(ConfigError, match=r"inference\.overlap"):
+        InferenceSettings.from_config(OmegaConf.create({"overlap": 1.0}), [48] * 3, 8)
+    with pytest.raises(ConfigError, match=r"inference\.mode"):
+        InferenceSettings.from_config(OmegaConf.create({"mode": "max"}), [48] * 3, 8)
+
+
+def test_linear_probe_net_uses_the_encoder():
+    enc = ResEncoder(3, 1, channels=(4, 8), strides=(1, 2), num_res_units=1, subunits=1)
+    net = LinearProbeNet(enc, 4)
+    assert net.encoder is enc and net.in_channels == 1
+    assert net(torch.randn(1, 1, 8, 8, 8)).shape == (1, 4, 8, 8, 8)

@@ -1,0 +1,155 @@
+"""bssl predict: native shape and affine, T1w-only input, NIfTI inputs, BIDS derivative, volumes table."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from finetune.policy import build_segmentation_net
+from finetune.predict import run
+from ssl_pretrain.config import compose_config
+from ssl_pretrain.data.cache import preprocessing_settings
+from ssl_pretrain.errors import CheckpointError, ConfigError
+from ssl_pretrain.models.checkpoint import save_weights
+from tests.synthetic import write_synthetic_bids
+
+TINY = {
+    "spatial_dims": 3,
+    "channels": [4, 8],
+    "strides": [1, 2],
+    "num_res_units": 1,
+    "subunits": 1,
+    "decoder_res_units": 1,
+    "kernel_size": 3,
+    "norm": "instance",
+    "act": "prelu",
+    "dropout": 0.0,
+    "upsample": "deconv",
+}
+MODALITIES = ["T1w", "T2w", "FA", "MD"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bids")
+    # sub-02 has only T1w; an oblique-free but non-canonical, 1.5 mm grid checks the native round trip
+    return write_synthetic_bids(
+        root, n_subjects=3, shape=(20, 24, 20), spacing=1.5, missing={"02": ["T2w", "FA", "MD"]}
+    )
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("finetune-run")
+    torch.manual_seed(0)
+    net = build_segmentation_net(TINY, 4, 4, "full")
+    data = OmegaConf.create({"modalities": MODALITIES, "spacing": 2.0, "patch_size": 16})
+    meta = {
+        "modalities": MODALITIES,
+        "task": "segmentation",
+        "policy": "full",
+        "stage": "subcortical",
+        "spacing": 2.0,
+        "patch_size": [16, 16, 16],
+        "preprocessing": preprocessing_settings(data),
+    }
+    save_weights(net, run_dir / "model.pt", meta)
+    return run_dir
+
+
+def _cfg(tmp_path, dataset, model_run, *extra):
+    overrides = [
+        f"predict.model={model_run}",
+        f"data.root={dataset}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "data.spacing=3.0",
+        *extra,
+    ]  # data.spacing is replaced by the model's own (2 mm)
+    return compose_config("predict", overrides, output_dir=tmp_path / "run")
+
+
+def test_predict_writes_native_dseg_and_volumes(tmp_path, dataset, model_run):
+    before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
+    out = run(_cfg(tmp_path, dataset, model_run, "predict.save_probabilities=true"))
+    assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before  # input untouched
+    deriv = out / "bssl"
+    desc = json.loads((deriv / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    for sub in ("01", "02", "03"):
+        src = nib.load(dataset / f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz")
+        dseg = nib.load(deriv / f"sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.nii.gz")
+        assert dseg.shape == src.shape
+        assert np.allclose(dseg.affine, src.affine)
+        assert set(np.unique(np.asarray(dseg.dataobj))) <= {0, 1, 2, 3}
+        probseg = nib.load(deriv / f"sub-{sub}/anat/sub-{sub}_desc-tissue_probseg.nii.gz")
+        assert probseg.shape == (*src.shape, 3) and np.allclose(probseg.affine, src.affine)
+        assert (deriv / f"sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.tsv").is_file()
+    vols = pd.read_csv(out / "volumes.tsv", sep="\t")
+    assert set(vols["participant_id"]) == {"sub-01", "sub-02", "sub-03"}
+    assert set(vols["region"]) == {"whole_brain", "subcortical", "brainstem"}
+    assert set(vols.loc[vols.participant_id == "sub-02", "group"]) == {"ALS"}
+    # volumes are voxel counts of the written dseg x the native voxel volume
+    dseg = np.asarray(nib.load(deriv / "sub-01/anat/sub-01_desc-tissue_dseg.nii.gz").dataobj)
+    whole = vols[(vols.participant_id == "sub-01") & (vols.region == "whole_brain")].iloc[0]
+    assert whole["GM_mm3"] == pytest.approx((dseg == 2).sum() * 1.5**3)
+
+
+def test_t1w_only_and_nifti_inputs(tmp_path, dataset, model_run):
+    t1 = dataset / "sub-03/anat/sub-03_T1w.nii.gz"
+    both = {
+        "T1w": str(dataset / "sub-01/anat/sub-01_T1w.nii.gz"),
+        "T2w": str(dataset / "sub-01/anat/sub-01_T2w.nii.gz"),
+    }
+    cfg = _cfg(tmp_path, dataset, model_run, "predict.modalities=[T1w]")
+    OmegaConf.update(cfg, "predict.inputs", [str(t1), both])
+    out = run(cfg)
+    for sub in ("01", "03"):
+        src = nib.load(dataset / f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz")
+        dseg = nib.load(out / f"bssl/sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.nii.gz")
+        assert dseg.shape == src.shape and np.allclose(dseg.affine, src.affine)
+    vols = pd.read_csv(out / "volumes.tsv", sep="\t")
+    assert vols["region"].tolist() == ["whole_brain", "whole_brain"]  # no regions map for raw inputs
+
+
+def test_t1w_only_equals_a_subject_without_the_other_modalities(tmp_path, dataset, model_run):
+    """predict.modalities=[T1w] on a subject with all four = the same subject with only T1w on disk."""
+    only_t1 = write_synthetic_bids(
+        tmp_path / "only-t1", n_subjects=1, shape=(20, 24, 20), spacing=1.5, missing={"01": ["T2w", "FA", "MD"]}
+    )
+    assert np.array_equal(
+        nib.load(only_t1 / "sub-01/anat/sub-01_T1w.nii.gz").get_fdata(),
+        nib.load(dataset / "sub-01/anat/sub-01_T1w.nii.gz").get_fdata(),
+    )
+    path = "bssl/sub-01/anat/sub-01_desc-tissue_probseg.nii.gz"
+    common = ["predict.subjects=[sub-01]", "predict.save_probabilities=true"]
+    full = run(_cfg(tmp_path / "a", dataset, model_run, *common))
+    t1 = run(_cfg(tmp_path / "b", dataset, model_run, *common, "predict.modalities=[T1w]"))
+    absent = run(_cfg(tmp_path / "c", only_t1, model_run, *common))
+    p_full, p_t1, p_absent = (nib.load(d / path).get_fdata() for d in (full, t1, absent))
+    assert np.allclose(p_t1, p_absent, atol=1e-5)
+    assert not np.allclose(p_full, p_t1, atol=1e-3)  # the restriction does change the input
+
+
+def test_errors(tmp_path, dataset, model_run):
+    with pytest.raises(ConfigError, match=r"predict\.model"):
+        run(compose_config("predict", [f"data.root={dataset}"], output_dir=tmp_path / "r0"))
+    with pytest.raises(ConfigError, match=r"predict\.modalities"):
+        run(_cfg(tmp_path, dataset, model_run, "predict.modalities=[FLAIR]"))
+    with pytest.raises(ConfigError, match=r"paths\.output_dir"):
+        run(
+            compose_config(
+                "predict",
+                [f"predict.model={model_run}", f"data.root={dataset}"],
+                output_dir=dataset / "derivatives" / "bssl-run",
+            )
+        )
+    enc = tmp_path / "pretrain"
+    save_weights(build_segmentation_net(TINY, 4, 4, "full").encoder, enc / "encoder.pt", {"modalities": MODALITIES})
+    with pytest.raises(CheckpointError, match="not a fine-tuned segmentation model"):
+        run(_cfg(tmp_path, dataset, enc))

@@ -1,0 +1,143 @@
+"""End to end on a tiny synthetic cohort: subcortical stage from a pretraining encoder, then the brainstem
+stage with labels.k=2 from that run, then bssl predict with that model."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from finetune import predict, train
+from finetune.metrics import metric_columns
+from ssl_pretrain.config import compose_config
+from ssl_pretrain.errors import CheckpointError, ConfigError
+from ssl_pretrain.models.checkpoint import read_sidecar, save_weights
+from ssl_pretrain.models.unet import build_encoder
+from tests.synthetic import write_synthetic_bids
+
+TINY_MODEL = [
+    "model.channels=[8,16]",
+    "model.strides=[1,2]",
+    "model.num_res_units=1",
+    "model.subunits=1",
+]
+FAST = [
+    "data.patch_size=16",
+    "data.batch_size=2",
+    "data.patches_per_epoch=4",
+    "trainer.max_steps=4",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "inference.overlap=0.0",
+    "eval.n_overlays=2",
+    *TINY_MODEL,
+]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return write_synthetic_bids(tmp_path_factory.mktemp("cohort"), n_subjects=8, shape=(24, 28, 24))
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(tmp_path_factory):
+    """A pretraining run directory (encoder.pt + encoder.json) that read only T1w and T2w."""
+    run = tmp_path_factory.mktemp("pretrain")
+    cfg = compose_config("finetune", TINY_MODEL)
+    torch.manual_seed(0)
+    save_weights(build_encoder(cfg.model, 2), run / "encoder.pt", {"modalities": ["T1w", "T2w"], "method": "mae"})
+    return run
+
+
+def _cfg(tmp_path, cohort, name, *overrides):
+    base = [f"data.root={cohort}", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.runs_dir={tmp_path / 'runs'}"]
+    return compose_config("finetune", [*base, *FAST, *overrides], output_dir=tmp_path / "runs" / name)
+
+
+@pytest.mark.slow
+def test_subcortical_then_brainstem_then_predict(tmp_path, cohort, pretrain_run):
+    sub = train.run(_cfg(tmp_path, cohort, "sub", "stage=subcortical", f"init={pretrain_run}"))
+    meta = read_sidecar(sub / "model.pt")
+    assert meta["task"] == "segmentation" and meta["stage"] == "subcortical" and meta["policy"] == "full"
+    assert meta["init"]["loaded"] == "encoder" and meta["init"]["zero_initialised"] == ["FA", "MD"]
+    assert meta["optim"]["encoder_lr_scale"] == 0.1  # auto, from a checkpoint
+    assert meta["modalities"] == ["T1w", "T2w", "FA", "MD"] and meta["data_fingerprint"]
+    test_keys = meta["test_subjects"]
+    assert test_keys and not set(test_keys) & set(meta["labelled_subjects"])
+    assert not set(meta["val_subjects"]) & set(test_keys)
+    metrics = pd.read_csv(sub / "metrics.csv")
+    assert metrics["subject"].tolist() == test_keys
+    assert list(metrics.columns) == ["subject", "group", "roi_voxels", *metric_columns()]
+    assert (metrics["vol_true_GM_mm3"] > 0).all() and (metrics["vol_true_WM_mm3"] > 0).all()
+    assert metrics["dice_GM"].between(0, 1).all()
+    assert (sub / "overlays.png").stat().st_size > 1000
+    assert (sub / "train_log" / "metrics.csv").is_file()
+    assert (sub / "checkpoints" / "best.ckpt").is_file()  # validation selected it
+    assert json.loads((sub / "run.json").read_text())["status"] == "complete"
+
+    stem = train.run(
+        _cfg(tmp_path, cohort, "stem", "stage=brainstem", "labels.k=2", "labels.seed=3", f"init={sub}")
+    )
+    meta2 = read_sidecar(stem / "model.pt")
+    assert meta2["stage"] == "brainstem" and meta2["init"]["loaded"] == "model"
+    assert meta2["init"]["source_stage"] == "subcortical"
+    assert len(meta2["labelled_subjects"]) == 2 and set(meta2["labelled_groups"]) == {"HC", "ALS"}
+    assert meta2["test_subjects"] == test_keys  # the test split does not depend on the stage or k
+    assert pd.read_csv(stem / "metrics.csv")["subject"].tolist() == test_keys
+
+    out = predict.run(
+        compose_config(
+            "predict",
+            [f"predict.model={stem}", f"data.root={cohort}", f"paths.cache_dir={tmp_path / 'cache'}"],
+            output_dir=tmp_path / "runs" / "predict",
+        )
+    )
+    for key in ("sub-01", "sub-08"):
+        src = nib.load(cohort / key / "anat" / f"{key}_T1w.nii.gz")
+        dseg = nib.load(out / "bssl" / key / "anat" / f"{key}_desc-tissue_dseg.nii.gz")
+        assert dseg.shape == src.shape and np.allclose(dseg.affine, src.affine)
+    vols = pd.read_csv(out / "volumes.tsv", sep="\t")
+    assert len(set(vols["participant_id"])) == 8
+
+
+def test_policies_and_k_on_the_fixture(tmp_path, cohort):
+    """linear and frozen_encoder build their networks; labels.k selects reproducibly and per labels.seed."""
+    chosen = {}
+    for policy in ("linear", "frozen_encoder"):
+        out = train.run(
+            _cfg(tmp_path, cohort, policy, "stage=brainstem", "labels.k=1", f"finetune.policy={policy}",
+                 "trainer.max_steps=2", "eval.hd95=false")
+        )
+        meta = read_sidecar(out / "model.pt")
+        assert meta["policy"] == policy and len(meta["labelled_subjects"]) == 1
+        assert meta["architecture"]["class"] == ("LinearProbeNet" if policy == "linear" else "UNet")
+        chosen[policy] = meta["labelled_subjects"]
+    assert chosen["linear"] == chosen["frozen_encoder"]  # same labels.seed, same subject
+
+
+def test_bad_config_values(tmp_path, cohort):
+    with pytest.raises(ConfigError, match=r"labels\.k"):
+        train.run(_cfg(tmp_path, cohort, "k", "labels.k=99"))
+    with pytest.raises(ConfigError, match=r"finetune\.policy"):
+        train.run(_cfg(tmp_path, cohort, "p", "finetune.policy=partial"))
+    with pytest.raises(ConfigError, match=r"stage\.roi"):
+        train.run(_cfg(tmp_path, cohort, "r", "stage.roi=hippocampus"))
+    other = compose_config("finetune", ["model.channels=[4,8]", "model.strides=[1,2]", "model.num_res_units=1"])
+    bad = tmp_path / "bad-pretrain"
+    save_weights(build_encoder(other.model, 4), bad / "encoder.pt", {"modalities": ["T1w", "T2w", "FA", "MD"]})
+    with pytest.raises(CheckpointError, match="architecture mismatch"):
+        train.run(_cfg(tmp_path, cohort, "a", f"init={bad}"))
+
+
+def test_optim_config_auto_scale():
+    cfg = OmegaConf.create({"init": "scratch", "optim": {"lr": 1e-3, "encoder_lr_scale": "auto"}})
+    assert train.optim_config(cfg).encoder_lr_scale == 1.0
+    cfg.init = "/some/run"
+    assert train.optim_config(cfg).encoder_lr_scale == train.AUTO_ENCODER_LR_SCALE
+    cfg.optim.encoder_lr_scale = 0.5
+    assert train.optim_config(cfg).encoder_lr_scale == 0.5

@@ -1,0 +1,230 @@
+"""``bssl pretrain`` end to end on a tiny synthetic cohort with a tiny network (16³ patches)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ssl_pretrain.config import compose_config
+from ssl_pretrain.data.datamodule import BrainDataModule
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.methods import METHODS
+from ssl_pretrain.methods.module import PretrainModule
+from ssl_pretrain.models.checkpoint import load_weights
+from ssl_pretrain.models.unet import build_encoder
+from ssl_pretrain.pretrain import run
+from ssl_pretrain.training import build_optimizer, param_groups
+from tests.synthetic import write_synthetic_bids
+
+TINY = [
+    "model.channels=[8,16]",
+    "model.strides=[1,2]",
+    "model.num_res_units=[1,1]",
+    "model.subunits=1",
+    "data.patch_size=16",
+    "data.batch_size=2",
+    "data.patches_per_epoch=6",  # 3 steps per epoch
+    "data.val_patches=4",
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.deterministic=true",
+    "trainer.log_every_n_steps=1",
+    "trainer.checkpoint_every_n_steps=3",
+]
+HEAD = ["method.head.hidden_dim=32", "method.head.output_dim=16"]
+METHOD_OVERRIDES = {
+    "mae": ["method=mae", "method.mask_block=4"],
+    "simclr": ["method=simclr", *HEAD],
+    "mae_simclr": ["method=mae_simclr", "method.mask_block=4", *HEAD],
+    "vicreg": ["method=vicreg", *HEAD],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny 16³ convolutions run fastest on one thread (and do not stall when the cores are shared)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)  # trainer.deterministic=true runs switch it on
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 6-subject synthetic BIDS dataset and a preprocessing cache shared by this module's runs."""
+    base = tmp_path_factory.mktemp("pretrain")
+    root = write_synthetic_bids(base / "bids", n_subjects=6, missing={"03": ["FA", "MD"]})
+    return root, base / "cache"
+
+
+def config(cohort: tuple[Path, Path], out: Path, method: str, *extra: str):
+    root, cache = cohort
+    overrides = [f"data.root={root}", f"paths.cache_dir={cache}", f"paths.runs_dir={out.parent}"]
+    return compose_config("pretrain", [*overrides, *TINY, *METHOD_OVERRIDES[method], *extra], output_dir=out)
+
+
+def test_mae_run_writes_a_loadable_encoder_and_figures(cohort, tmp_path: Path) -> None:
+    out = run(config(cohort, tmp_path / "mae", "mae", "trainer.max_steps=4"))
+    state = torch.load(out / "encoder.pt", map_location="cpu", weights_only=True)
+    encoder = build_encoder(config(cohort, tmp_path / "x", "mae").model, 4)
+    assert set(state) == set(encoder.state_dict())
+    sidecar = json.loads((out / "encoder.json").read_text())
+    assert sidecar["modalities"] == ["T1w", "T2w", "FA", "MD"]
+    assert sidecar["spacing"] == 2.0
+    assert sidecar["method"]["name"] == "mae" and sidecar["method"]["mask_block"] == 4
+    assert sidecar["architecture"]["class"] == "ResEncoder"
+    assert sidecar["architecture"]["config"]["channels"] == [8, 16]
+    assert len(sidecar["data_fingerprint"]) >= 8 and sidecar["version"]
+    assert sidecar["normalisation"]["method"] == "percentile"
+    metrics = pd.read_csv(out / "metrics.csv")
+    train = metrics.dropna(subset=["train/loss"])
+    assert sorted(train["step"].tolist()) == [0, 1, 2, 3]
+    assert "val/loss" in metrics and metrics["val/loss"].notna().sum() >= 1
+    for png in ("loss_curve.png", "mae_reconstruction.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG", png
+    assert not (out / "embedding_quality.json").exists()
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_simclr_run_reports_embedding_quality(cohort, tmp_path: Path) -> None:
+    out = run(config(cohort, tmp_path / "simclr", "simclr", "trainer.max_steps=3"))
+    assert (out / "encoder.pt").is_file() and (out / "loss_curve.png").is_file()
+    assert not (out / "mae_reconstruction.png").exists()
+    report = json.loads((out / "embedding_quality.json").read_text())
+    assert report["split"] == "validation"
+    for stage in ("initial", "trained"):
+        for space in ("projection", "encoder"):
+            q = report[stage][space]
+            assert q["n"] == 4  # data.val_patches pairs
+            assert 0.0 <= q["alignment"] <= 4.0  # squared distance of unit vectors
+            assert -4.0 <= q["uniformity"] <= 0.0 + 1e-9
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_training_steps_lower_the_loss_on_a_fixed_batch(cohort, tmp_path: Path, method: str) -> None:
+    cfg = config(cohort, tmp_path, method, "optim.warmup_steps=2", "optim.lr=3e-3")
+    dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=2, seed=0)
+    dm.setup()
+    loader = iter(dm.train_dataloader())
+    first_half, second_half = next(loader), next(loader)
+    batch = {k: torch.cat([v, second_half[k]]) for k, v in first_half.items() if torch.is_tensor(v)}  # 4 samples
+    torch.manual_seed(0)
+    module = PretrainModule(cfg.method, cfg.model, cfg.optim, dm.in_channels, seed=0)
+    steps = 12
+    optim = build_optimizer(param_groups(module.method, cfg.optim), cfg.optim, steps)
+    losses = []
+    for _ in range(steps):
+        optim["optimizer"].zero_grad()
+        loss = module.method(batch, torch.Generator().manual_seed(0))["loss"]  # the same masks every step
+        loss.backward()
+        optim["optimizer"].step()
+        optim["lr_scheduler"]["scheduler"].step()
+        losses.append(loss.item())
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.85 * first, losses
+
+
+class CrashAfter(Callback):
+    """Simulate a killed job: fail as the batch after ``step`` optimiser steps starts."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.mark.parametrize("method", ["mae", "simclr"])
+def test_interrupted_then_resumed_equals_uninterrupted(cohort, tmp_path: Path, method: str) -> None:
+    straight = run(config(cohort, tmp_path / "straight", method, "trainer.max_steps=6"))
+    crashed = config(cohort, tmp_path / "crashed", method, "trainer.max_steps=6")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(crashed, extra_callbacks=[CrashAfter(3)])
+    assert json.loads((tmp_path / "crashed" / "run.json").read_text())["status"] == "failed"
+    assert (tmp_path / "crashed" / "checkpoints" / "last.ckpt").is_file()
+    resumed = run(config(cohort, tmp_path / "crashed", method, "trainer.max_steps=6", "resume=auto"))
+    a = torch.load(straight / "encoder.pt", weights_only=True)
+    b = torch.load(resumed / "encoder.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = pd.read_csv(resumed / "metrics.csv").dropna(subset=["train/loss"])["step"].tolist()
+    assert sorted(steps) == list(range(6))  # one continuous curve across the crash
+    straight_loss = pd.read_csv(straight / "metrics.csv").dropna(subset=["train/loss"])
+    resumed_loss = pd.read_csv(resumed / "metrics.csv").dropna(subset=["train/loss"])
+    assert straight_loss["train/loss"].tolist() == pytest.approx(resumed_loss["train/loss"].tolist(), rel=1e-6)
+
+
+def test_encoder_reloads_into_other_channels_by_modality_name(cohort, tmp_path: Path) -> None:
+    cfg = config(cohort, tmp_path / "mae", "mae", "trainer.max_steps=1")
+    out = run(cfg)
+    source = torch.load(out / "encoder.pt", weights_only=True)["stem.conv.weight"]  # (8, 4, 3, 3, 3)
+    target = build_encoder(cfg.model, 3)
+    report = load_weights(target, out, modalities=["T2w", "PD", "T1w"])
+    weight = target.state_dict()["stem.conv.weight"]
+    assert torch.equal(weight[:, 0], source[:, 1]) and torch.equal(weight[:, 2], source[:, 0])
+    assert weight[:, 1].abs().sum() == 0
+    assert report.kept == ["T2w", "T1w"] and report.zero_initialised == ["PD"] and report.dropped == ["FA", "MD"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        (["method.mask_block=5"], "method.mask_block"),
+        (["method.views=3"], "method.views"),
+        (["method.mask_ratio=0"], "method.mask_ratio"),
+    ],
+)
+def test_bad_settings_fail_before_training(cohort, tmp_path: Path, extra: list[str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run(config(cohort, tmp_path / "bad", "mae", *extra))
+    assert not (tmp_path / "bad" / "encoder.pt").exists()
+
+
+def test_contrastive_batch_of_one_is_refused(cohort, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.batch_size"):
+        run(config(cohort, tmp_path / "bad", "simclr", "data.batch_size=1"))
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_run_simclr(cohort, tmp_path: Path) -> None:
+    """``trainer=ddp trainer.devices=2 trainer.accelerator=cpu`` (gloo), negatives gathered across processes."""
+    root, cache = cohort
+    run_dir = tmp_path / "ddp"
+    args = [
+        f"data.root={root}",
+        f"paths.cache_dir={cache}",
+        f"paths.runs_dir={tmp_path}",
+        f"hydra.run.dir={run_dir}",
+        *[o for o in TINY if not o.startswith("trainer.accelerator")],
+        *METHOD_OVERRIDES["simclr"],
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=2",
+        "data.patches_per_epoch=8",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_pretrain", "pretrain", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert torch.load(run_dir / "encoder.pt", weights_only=True)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    metrics = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train/loss"])
+    assert sorted(metrics["step"].tolist()) == [0, 1]

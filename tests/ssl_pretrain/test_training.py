@@ -1,0 +1,456 @@
+"""Shared training infrastructure: schedule, precision, atomic checkpoints, resume, presets, DDP on CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ssl_pretrain.config import CONFIG_DIR
+from ssl_pretrain.errors import CheckpointError, ConfigError
+from ssl_pretrain.training import (
+    AtomicCheckpointIO,
+    WarmupCosineSchedule,
+    build_optimizer,
+    build_trainer,
+    checkpoint_problem,
+    param_groups,
+    resolve_precision,
+    resolve_resume,
+    seed_everything,
+)
+from ssl_pretrain.training import callbacks as callbacks_module
+
+REPO = CONFIG_DIR.parent
+OPTIM = {"lr": 0.01, "weight_decay": 0.05, "warmup_steps": 2, "min_lr_ratio": 0.1}
+
+
+@pytest.fixture(autouse=True)
+def _restore_determinism():
+    """Trainer(deterministic=True) switches deterministic algorithms on process-wide; switch them back."""
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+def compose_entry(tmp_path: Path, overrides: list[str]):
+    """Compose an entry config shaped like the commands' (data, model, trainer groups, then a preset)."""
+    entry = tmp_path / "conf"
+    entry.mkdir(exist_ok=True)
+    (entry / "entry.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            defaults:
+              - _self_
+              - data: default
+              - model: cpu
+              - trainer: default
+              - preset: cpu
+            hydra:
+              searchpath: [file://{CONFIG_DIR}]
+            seed: 0
+            resume: null
+            task_name: entry
+            optim: {json.dumps(OPTIM)}
+            """
+        )
+    )
+    with initialize_config_dir(config_dir=str(entry), version_base="1.3"):
+        return compose(config_name="entry", overrides=overrides)
+
+
+def trainer_cfg(**overrides):
+    t = OmegaConf.load(CONFIG_DIR / "trainer" / "default.yaml")
+    t.merge_with(OmegaConf.load(CONFIG_DIR / "trainer" / "cpu.yaml"))
+    t.pop("defaults", None)
+    base = {"deterministic": True, "enable_progress_bar": False, "log_every_n_steps": 1, "max_steps": 6}
+    return OmegaConf.create({"trainer": {**OmegaConf.to_container(t), **base, **overrides}, "optim": OPTIM})
+
+
+class Killed(RuntimeError):
+    """Stands for the job being killed mid-run."""
+
+
+class Tiny(pl.LightningModule):
+    """A small regression net with dropout and input noise, so resumes must restore random states too."""
+
+    def __init__(self, optim_cfg: dict, total_steps: int, crash_after: int | None = None) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+        self.optim_cfg, self.total_steps, self.crash_after = dict(optim_cfg), total_steps, crash_after
+
+    def training_step(self, batch, batch_idx):
+        if self.crash_after is not None and self.global_step >= self.crash_after:
+            raise Killed(f"killed at step {self.global_step}")  # after the checkpoint at `crash_after`
+        x, y = batch
+        loss = nn.functional.mse_loss(self.net(x + 0.1 * torch.randn_like(x)), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/loss", nn.functional.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self):
+        return build_optimizer(param_groups(self, self.optim_cfg), self.optim_cfg, self.total_steps)
+
+
+def loader(shuffle: bool = True) -> DataLoader:
+    g = torch.Generator().manual_seed(123)
+    x = torch.randn(12, 4, generator=g)
+    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4, shuffle=shuffle)  # 3 steps per epoch
+
+
+def fit(cfg, out: Path, *, crash_after=None, ckpt_path=None, **kwargs) -> Tiny:
+    seed_everything(0, deterministic=True)
+    model = Tiny(cfg.optim, int(cfg.trainer.max_steps), crash_after)
+    trainer = build_trainer(cfg, out, **kwargs)
+    trainer.fit(model, loader(), ckpt_path=ckpt_path)
+    return model
+
+
+# --- optimiser and schedule -------------------------------------------------------------------------
+
+
+def test_warmup_cosine_matches_the_closed_form():
+    f = WarmupCosineSchedule(warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert f(0) == pytest.approx(0.1)
+    assert f(4) == pytest.approx(0.5)
+    assert f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(35) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25)))
+    assert f(60) == pytest.approx(0.55)
+    assert f(110) == pytest.approx(0.1)
+    assert f(500) == pytest.approx(0.1)
+
+
+def test_optimizer_steps_follow_the_schedule_and_scale_the_encoder():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))  # model[0] plays the encoder
+    cfg = {**OPTIM, "warmup_steps": 4, "encoder_lr_scale": 0.1}
+    groups = param_groups(model, cfg, encoder=model[0])
+    assert {(g["lr_scale"], g["weight_decay"]) for g in groups} == {(0.1, 0.05), (0.1, 0.0), (1.0, 0.05), (1.0, 0.0)}
+    out = build_optimizer(groups, cfg, total_steps=20)
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    assert out["lr_scheduler"]["interval"] == "step"
+    f = WarmupCosineSchedule(4, 20, 0.1)
+    for step in range(25):
+        for group in opt.param_groups:
+            scale = 0.1 if any(p is model[0].weight or p is model[0].bias for p in group["params"]) else 1.0
+            assert group["lr"] == pytest.approx(0.01 * scale * f(step))
+        opt.step()
+        sched.step()
+    assert "lr_lambdas" in sched.state_dict() and sched.state_dict()["lr_lambdas"][0]["warmup_steps"] == 4
+
+
+def test_frozen_and_zero_scaled_parameters_are_left_out():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+    model[1].bias.requires_grad_(False)
+    groups = param_groups(model, {**OPTIM, "encoder_lr_scale": 0.0}, encoder=model[0])
+    params = [p for g in groups for p in g["params"]]
+    assert len(params) == 1 and params[0] is model[1].weight
+
+
+def test_warmup_as_fraction_and_too_long_warmup():
+    model = nn.Linear(2, 2)
+    out = build_optimizer(model.parameters(), {**OPTIM, "warmup_steps": 0.25}, total_steps=40)
+    assert out["lr_scheduler"]["scheduler"].lr_lambdas[0].warmup_steps == 10
+    out = build_optimizer(model.parameters(), {**OPTIM, "warmup_steps": 100}, total_steps=5)  # a smoke run
+    assert out["lr_scheduler"]["scheduler"].lr_lambdas[0].warmup_steps == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "total", "key"),
+    [
+        ({"lr": None}, 10, "optim.lr"),
+        ({"lr": -1.0}, 10, "optim.lr"),
+        ({"weight_decay": -0.1}, 10, "optim.weight_decay"),
+        ({"min_lr_ratio": 2.0}, 10, "optim.min_lr_ratio"),
+        ({"warmup_steps": -3}, 10, "optim.warmup_steps"),
+        ({"warmup_steps": 1.5}, 10, "optim.warmup_steps"),
+        ({}, math.inf, "trainer.max_steps"),
+    ],
+)
+def test_optimizer_config_errors_name_the_key(change, total, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_optimizer(nn.Linear(2, 2).parameters(), {**OPTIM, **change}, total_steps=total)
+
+
+# --- precision, accelerator, trainer config -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cuda", "bf16", "precision", "expected"),
+    [
+        (False, False, "auto", "32-true"),
+        (True, True, "auto", "bf16-mixed"),
+        (True, False, "auto", "16-mixed"),
+        (False, False, "32", "32-true"),
+        (False, False, "bf16-mixed", "bf16-mixed"),
+        (True, True, 16, "16-mixed"),
+    ],
+)
+def test_precision_resolution(monkeypatch, cuda, bf16, precision, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert resolve_precision(precision, "auto") == expected
+
+
+def test_precision_and_accelerator_errors(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"trainer\.precision.*needs a CUDA GPU"):
+        resolve_precision("16-mixed", "cpu")
+    with pytest.raises(ConfigError, match=r"trainer\.precision.*unknown"):
+        resolve_precision("fp8-magic", "cpu")
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator.*CUDA is not available"):
+        resolve_precision("auto", "gpu")
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator.*unknown"):
+        resolve_precision("auto", "tpu-ish")
+
+
+def test_trainer_config_errors_name_the_key(tmp_path):
+    cfg = trainer_cfg()
+    del cfg.trainer["max_steps"]
+    with pytest.raises(ConfigError, match=r"trainer\.max_steps"):
+        build_trainer(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=r"trainer\.checkpoint_every_n_steps"):
+        build_trainer(trainer_cfg(checkpoint_every_n_steps=0), tmp_path)
+    with pytest.raises(ConfigError, match=r"trainer\.deterministic"):
+        build_trainer(trainer_cfg(deterministic="sometimes"), tmp_path)
+
+
+def test_presets_compose_with_data_model_and_trainer(tmp_path):
+    cpu = compose_entry(tmp_path, [])
+    assert list(cpu.model.channels) == list(OmegaConf.load(CONFIG_DIR / "model" / "cpu.yaml").channels)
+    assert (cpu.data.patch_size, cpu.trainer.accelerator, cpu.trainer.precision) == (48, "cpu", "32-true")
+    assert list(cpu.data.modalities) == ["T1w", "T2w", "FA", "MD"]  # data/default.yaml is still there
+    gpu = compose_entry(tmp_path, ["preset=gpu"])
+    assert list(gpu.model.channels) == list(OmegaConf.load(CONFIG_DIR / "model" / "gpu.yaml").channels)
+    assert (gpu.data.patch_size, gpu.trainer.accelerator, gpu.trainer.precision) == (128, "gpu", "auto")
+    assert gpu.data.patch_size % math.prod(gpu.model.strides) == 0
+    user = compose_entry(tmp_path, ["preset=gpu", "data.patch_size=96", "model.channels=[8,16,32,64,128,128]"])
+    assert user.data.patch_size == 96 and user.model.channels[0] == 8  # command-line values win over presets
+    ddp = compose_entry(tmp_path, ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"])
+    assert (ddp.trainer.strategy, ddp.trainer.devices, ddp.trainer.accelerator) == ("ddp", 2, "cpu")
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------
+
+
+def test_atomic_checkpoint_io_keeps_the_previous_file_when_a_write_crashes(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 3, "w": torch.ones(3)}, target)
+    before = target.read_bytes()
+
+    def crash(obj, fh, *args, **kwargs):
+        fh.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(callbacks_module.torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 6, "w": torch.zeros(3)}, target)
+    assert target.read_bytes() == before
+    assert os.listdir(target.parent) == ["last.ckpt"]  # the temporary file is gone too
+    assert torch.load(target, weights_only=True)["global_step"] == 3
+
+
+def test_trainer_writes_last_checkpoint_every_n_steps_and_at_the_end(tmp_path):
+    cfg = trainer_cfg(max_steps=5, checkpoint_every_n_steps=3)
+    fit(cfg, tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert checkpoint_problem(last) is None
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 5
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["last.ckpt"]
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert {"train/loss", "lr-AdamW/pg1", "step"} <= set(rows[0])
+    assert [int(r["step"]) for r in rows if r["train/loss"]] == [0, 1, 2, 3, 4]
+
+
+def test_monitored_metric_keeps_the_best_checkpoint(tmp_path):
+    cfg = trainer_cfg(max_steps=6, checkpoint_every_n_steps=3)
+    seed_everything(0, deterministic=True)
+    model = Tiny(cfg.optim, 6)
+    trainer = build_trainer(cfg, tmp_path, monitor="val/loss", monitor_mode="min", log_dir=tmp_path / "training")
+    trainer.fit(model, loader(), loader(shuffle=False))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["best.ckpt", "last.ckpt"]
+    assert checkpoint_problem(tmp_path / "checkpoints" / "best.ckpt") is None
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    rows = list(csv.DictReader((tmp_path / "training" / "metrics.csv").open()))  # log_dir moves metrics.csv
+    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert len(val) == 2 and best["callbacks"]  # validated at both epoch ends
+    scores = [v["best_model_score"] for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert any(s is not None and float(s) == pytest.approx(min(val)) for s in scores)
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_interrupted_then_resumed_training_equals_uninterrupted_training(tmp_path):
+    cfg = trainer_cfg(max_steps=6, checkpoint_every_n_steps=3)
+    straight = fit(cfg, tmp_path / "straight")
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        fit(cfg, run, crash_after=4)
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["global_step"] == 3
+    ckpt = resolve_resume("auto", run)
+    assert ckpt == str(run / "checkpoints" / "last.ckpt")
+    resumed = fit(cfg, run, ckpt_path=ckpt)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 6
+    for sa, sb in zip(
+        a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values(), strict=True
+    ):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"]) and torch.equal(sa["step"], sb["step"])
+    # the resumed run's metrics.csv holds one continuous curve, like the uninterrupted one's
+    steps = [int(r["step"]) for r in csv.DictReader((run / "metrics.csv").open()) if r["train/loss"]]
+    assert steps == [0, 1, 2, 3, 4, 5]
+
+
+# --- resume resolution ----------------------------------------------------------------------------------
+
+
+def fake_ckpt(path: Path, step: int = 3) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "optimizer_states": [], "loops": {}, "global_step": step}, path)
+    return path
+
+
+def test_resume_off_and_explicit_paths(tmp_path):
+    assert resolve_resume(None, tmp_path) is None
+    assert resolve_resume("none", tmp_path) is None
+    ckpt = fake_ckpt(tmp_path / "old" / "checkpoints" / "last.ckpt")
+    assert resolve_resume(str(ckpt), tmp_path / "new") == str(ckpt)
+    assert resolve_resume(str(tmp_path / "old"), tmp_path / "new") == str(ckpt)  # a run directory
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve_resume(str(tmp_path / "missing.ckpt"), tmp_path / "new")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"garbage" * 20, "not a checkpoint or truncated"),
+        (None, "not a training checkpoint"),  # a weights file (state dict only)
+        ("truncate", "not a checkpoint or truncated"),
+    ],
+)
+def test_explicit_corrupt_checkpoint_is_an_error_naming_the_file(tmp_path, content, problem):
+    path = tmp_path / "last.ckpt"
+    if content is None:
+        torch.save({"w": torch.ones(2)}, path)
+    elif content == "truncate":
+        fake_ckpt(path)
+        path.write_bytes(path.read_bytes()[:-40])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=problem) as err:
+        resolve_resume(str(path), tmp_path / "new")
+    assert str(path) in str(err.value)
+
+
+def write_run(runs: Path, name: str, config: dict, step: int = 3, corrupt: bool = False, mtime: float = 0) -> Path:
+    run = runs / name
+    ckpt = fake_ckpt(run / "checkpoints" / "last.ckpt", step)
+    if corrupt:
+        ckpt.write_bytes(b"\x00" * 64)
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    os.utime(ckpt, (mtime, mtime))
+    return ckpt
+
+
+def test_resume_auto_finds_the_newest_valid_run_with_the_same_config(tmp_path, caplog):
+    runs = tmp_path / "runs" / "pretrain"
+    config = {"task_name": "pretrain", "paths": {"runs_dir": str(tmp_path / "runs")}, "model": {"channels": [4]}}
+    older = write_run(runs, "2024-01-01", {**config, "paths": {"runs_dir": "elsewhere", "output_dir": "x"}}, mtime=100)
+    write_run(runs, "2024-01-02", {**config, "model": {"channels": [8]}}, mtime=300)  # another config: ignored
+    write_run(runs, "2024-01-03", {**config, "trainer": {"max_steps": 10**6}}, corrupt=True, mtime=400)
+    write_run(runs, "multirun/2024-01-04/0", {**config, "trainer": {"max_steps": 5}}, mtime=200)
+    out = runs / "2024-01-05"
+    cfg = OmegaConf.create({**config, "paths": {**config["paths"], "output_dir": str(out)}, "resume": "auto"})
+    with caplog.at_level(logging.WARNING):
+        chosen = resolve_resume("auto", out, cfg)
+    assert chosen == str(runs / "multirun/2024-01-04/0/checkpoints/last.ckpt")  # newest valid, same config
+    assert "2024-01-03" in caplog.text and "skipping" in caplog.text  # the corrupt one was not trusted
+    os.utime(older, (500, 500))
+    assert resolve_resume("auto", out, cfg) == str(older)
+    own = fake_ckpt(out / "checkpoints" / "last.ckpt")
+    assert resolve_resume("auto", out, cfg) == str(own)  # this run's own checkpoint comes first
+    own.write_bytes(b"corrupt")
+    assert resolve_resume("auto", out, cfg) == str(older)  # ... unless it is corrupt
+    other = OmegaConf.create({**cfg, "model": {"channels": [16]}})
+    assert resolve_resume("auto", out, other) is None
+
+
+def test_resume_auto_reads_this_runs_config_yaml_when_no_config_is_given(tmp_path):
+    config = {"task_name": "pretrain", "data": {"spacing": 2.0}}
+    ckpt = write_run(tmp_path, "a", config, mtime=100)
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    assert resolve_resume("auto", out) == str(ckpt)
+    assert resolve_resume("auto", tmp_path / "c") is None  # no config anywhere: start fresh
+
+
+# --- distributed ----------------------------------------------------------------------------------------
+
+DDP_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {repo!r})
+sys.path.insert(0, {tests!r})
+import torch
+from test_training import Tiny, compose_entry, loader
+from pathlib import Path
+from ssl_pretrain.training import build_trainer, seed_everything
+
+tmp = Path({tmp!r})
+cfg = compose_entry(tmp, ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_steps=4",
+                          "trainer.checkpoint_every_n_steps=2", "trainer.enable_progress_bar=false",
+                          "trainer.deterministic=true"])
+seed_everything(0, deterministic=True)
+model = Tiny(cfg.optim, 4)
+trainer = build_trainer(cfg, tmp / "run")
+trainer.fit(model, loader())
+digest = float(sum(p.double().sum() for p in model.parameters()))
+backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else None
+(tmp / f"rank{{trainer.global_rank}}.json").write_text(json.dumps(
+    {{"world": trainer.world_size, "step": trainer.global_step, "digest": digest, "backend": backend}}))
+"""
+
+
+@pytest.mark.slow
+def test_ddp_trains_on_two_cpu_processes_over_gloo(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    tests = Path(__file__).parent
+    script.write_text(DDP_SCRIPT.format(repo=str(REPO), tests=str(tests), tmp=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}:{tests}"}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert [r["backend"] for r in ranks] == ["gloo", "gloo"]
+    assert [r["step"] for r in ranks] == [4, 4]
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # gradients were all-reduced: identical weights
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 4 and len(state["bssl_rng_states"]) == 2  # both ranks' random states
