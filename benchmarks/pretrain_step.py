@@ -37,12 +37,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flops import count_flops, matmul_peak  # noqa: E402
+from flops import count_flops, matmul_peak
 
-from ssl_pretrain.config import compose_config  # noqa: E402
-from ssl_pretrain.data.datamodule import BrainDataModule  # noqa: E402
-from ssl_pretrain.methods.module import PretrainModule  # noqa: E402
-from ssl_pretrain.training import build_optimizer, param_groups  # noqa: E402
+from ssl_pretrain.config import compose_config
+from ssl_pretrain.data.datamodule import BrainDataModule
+from ssl_pretrain.methods.module import PretrainModule
+from ssl_pretrain.training import build_optimizer, param_groups
 
 FAMILIES = {
     "convolution": ("conv", "mkldnn_convolution"),
@@ -95,8 +95,8 @@ def profile_breakdown(step, batch: dict[str, Any]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", type=Path, default=None, help="BIDS dataset (default: simulate 2+2 demo)")
-    parser.add_argument("--steps", type=int, default=6, help="steps per timed block")
-    parser.add_argument("--rounds", type=int, default=2, help="loader/memory block pairs")
+    parser.add_argument("--steps", type=int, default=4, help="pre-collated batches held in memory")
+    parser.add_argument("--rounds", type=int, default=2, help="timed loader/memory step pairs = rounds x steps")
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d model and inputs")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of configs/pretrain.yaml")
     args = parser.parse_args()
@@ -124,7 +124,8 @@ def main() -> None:
     def fmt(batch: dict[str, Any]) -> dict[str, Any]:
         if not args.channels_last:
             return batch
-        return {k: v.contiguous(memory_format=memory_format) if torch.is_tensor(v) and v.ndim == 5 else v for k, v in batch.items()}
+        five_d = {k: v for k, v in batch.items() if torch.is_tensor(v) and v.ndim == 5}
+        return {**batch, **{k: v.contiguous(memory_format=memory_format) for k, v in five_d.items()}}
 
     memory = [fmt(b) for b, _ in zip(loader_batches(dm, epoch=1000), range(args.steps), strict=False)]
     stream = loader_batches(dm, epoch=0)
@@ -132,18 +133,14 @@ def main() -> None:
         step(fmt(next(stream)))
     loader_times: list[float] = []
     memory_times: list[float] = []
-    for _ in range(args.rounds):
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            t = time.perf_counter()
-            step(fmt(next(stream)))
-            loader_times.append(time.perf_counter() - t)
-        loader_block = time.perf_counter() - t0
-        for batch in memory:
-            t = time.perf_counter()
-            step(batch)
-            memory_times.append(time.perf_counter() - t)
-        print(f"round: loader {loader_block:.2f} s, memory {sum(memory_times[-args.steps:]):.2f} s", file=sys.stderr)
+    for i in range(args.rounds * args.steps):  # alternate single steps: outside load hits both alike
+        t = time.perf_counter()
+        step(fmt(next(stream)))
+        loader_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        step(memory[i % len(memory)])
+        memory_times.append(time.perf_counter() - t)
+        print(f"step {i}: loader {loader_times[-1]:.2f} s, memory {memory_times[-1]:.2f} s", file=sys.stderr)
     fetch = []
     probe = loader_batches(dm, epoch=2000)
     for _ in range(args.steps):  # the loader alone, no compute
@@ -157,6 +154,7 @@ def main() -> None:
     breakdown = profile_breakdown(step, memory[0])
     result = {
         "loader_vs_memory_step_ratio": round(sum(loader_times) / sum(memory_times), 3),
+        "loader_vs_memory_median_ratio": round(statistics.median(loader_times) / step_median, 3),
         "flops_fraction_of_matmul_peak": round(achieved / peak["flops_per_s"], 3),
         "loader_step_s_median": round(statistics.median(loader_times), 3),
         "memory_step_s_median": round(step_median, 3),

@@ -37,7 +37,7 @@ from ssl_pretrain.data.grid import read_box
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.figures import embedding_quality, plot_loss_curve, plot_mae_reconstruction
-from ssl_pretrain.methods import check_method_config
+from ssl_pretrain.methods import MAE, ContrastiveMethod, MAESimCLR, check_method_config
 from ssl_pretrain.methods.masking import denormalise_blocks
 from ssl_pretrain.methods.module import PretrainModule
 from ssl_pretrain.models.checkpoint import save_weights
@@ -99,7 +99,9 @@ def figure_patch(subject: CachedSubject, patch_size: Iterable[int], roi: str = F
 
 def write_mae_figure(module: PretrainModule, dm: BrainDataModule, path: Path, seed: int) -> Path:
     """``mae_reconstruction.png`` for the first validation subject (the first training subject if none)."""
-    mae = module.method.mae if hasattr(module.method, "mae") else module.method
+    mae = module.method.mae if isinstance(module.method, MAESimCLR) else module.method
+    if not isinstance(mae, MAE):
+        raise TypeError(f"{module.method.name} does not reconstruct masked input")
     subjects = dm.val_subjects or dm.train_subjects
     subject = subjects[0]
     patch, where = figure_patch(subject, dm.patch_size)
@@ -171,7 +173,7 @@ def _write_outputs(
     name = str(cfg.method.name)
     if "mae" in name.split("_"):
         write_mae_figure(module, dm, out / "mae_reconstruction.png", int(cfg.seed))
-    if hasattr(module.method, "embed"):
+    if isinstance(module.method, ContrastiveMethod):
         report = embedding_report(module, dm, initial)
         write_json_atomic(out / "embedding_quality.json", report)
         t, i = report["trained"]["projection"], report["initial"]["projection"]
@@ -216,7 +218,8 @@ def run(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> Path:
     views = _views(cfg.method)
     deterministic = cfg.trainer.get("deterministic") is True
     # DDP processes other than rank 0 train but leave the run directory's records to rank 0
-    context = run_context(cfg, "pretrain") if rank_zero_only.rank == 0 else nullcontext(out)
+    rank = int(rank_zero_only.rank)  # type: ignore[attr-defined]
+    context = run_context(cfg, "pretrain") if rank == 0 else nullcontext(out)
     with context:
         seed_everything(int(cfg.seed), deterministic=deterministic)
         dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=views, seed=int(cfg.seed))

@@ -35,6 +35,7 @@ REGION_GROUPS: dict[str, tuple[str, ...]] = {
     "subcortical": ("thalamus", "caudate", "putamen", "pallidum"),
     "brainstem": ("brainstem", "midbrain", "pons", "medulla"),
     "lower_brainstem": ("pons", "medulla"),
+    "cerebrum": ("cortex", "cerebral_wm"),  # cortex and cerebral WM are each nearly one tissue alone
     "cortex": ("cortex",),
     "cerebral_wm": ("cerebral_wm",),
     "cerebellum": ("cerebellum",),

@@ -26,7 +26,20 @@ from ssl_pretrain.methods.simclr import SimCLR
 from ssl_pretrain.methods.vicreg import VICReg
 
 METHODS = ("mae", "simclr", "mae_simclr", "vicreg")
-__all__ = ["MAE", "METHODS", "MAELoss", "MAESimCLR", "SimCLR", "VICReg", "build_method", "check_method_config"]
+PretrainMethod = MAE | SimCLR | MAESimCLR | VICReg
+ContrastiveMethod = SimCLR | MAESimCLR | VICReg  # methods with embed()
+__all__ = [
+    "MAE",
+    "METHODS",
+    "ContrastiveMethod",
+    "MAELoss",
+    "MAESimCLR",
+    "PretrainMethod",
+    "SimCLR",
+    "VICReg",
+    "build_method",
+    "check_method_config",
+]
 
 
 def check_method_config(method_cfg: DictConfig, patch_size: int | Sequence[int], batch_size: int) -> None:
@@ -85,7 +98,7 @@ def _mae(model_cfg: DictConfig, cfg: DictConfig, in_channels: int) -> MAE:
     )
 
 
-def build_method(method_cfg: DictConfig, model_cfg: DictConfig, in_channels: int) -> nn.Module:
+def build_method(method_cfg: DictConfig, model_cfg: DictConfig, in_channels: int) -> PretrainMethod:
     """Build the method named by ``method_cfg.name`` on a fresh backbone from ``model_cfg``.
 
     Args:

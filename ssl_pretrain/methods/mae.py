@@ -10,6 +10,7 @@ targets normalised per block (MAE's ``norm_pix_loss``). Channels of missing moda
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -97,7 +98,7 @@ class MAE(nn.Module):
     @property
     def encoder(self) -> nn.Module:
         """The U-Net's encoder: what pretraining leaves behind."""
-        return self.unet.encoder
+        return cast(nn.Module, self.unet.encoder)
 
     def draw_mask(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A random ``(B, 1, X, Y, Z)`` block mask for ``image`` (1 = masked)."""

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import IMAGE
-from ssl_pretrain.methods import build_method
+from ssl_pretrain.methods import ContrastiveMethod, build_method
 
 TRAIN_STREAM, VAL_STREAM = 0, 1
 
@@ -121,16 +121,19 @@ class PretrainModule(L.LightningModule):
         """
         from ssl_pretrain.data.batch import IMAGE_B
 
-        was_training = self.method.training
-        self.method.eval()
+        method = self.method
+        if not isinstance(method, ContrastiveMethod):
+            raise TypeError(f"{method.name} has no embeddings of two views")
+        was_training = method.training
+        method.eval()
         parts: list[list[Tensor]] = [[], [], [], []]
         with torch.no_grad():
             for batch in loader:
-                f_a, p_a = self.method.embed(batch[IMAGE].to(self.device))
-                f_b, p_b = self.method.embed(batch[IMAGE_B].to(self.device))
+                f_a, p_a = method.embed(batch[IMAGE].to(self.device))
+                f_b, p_b = method.embed(batch[IMAGE_B].to(self.device))
                 for store, value in zip(parts, (f_a, f_b, p_a, p_b), strict=True):
                     store.append(value.float().cpu())
-        self.method.train(was_training)
+        method.train(was_training)
         if not parts[0]:
             raise ValueError("no batches to embed")
         return tuple(torch.cat(p) for p in parts)  # type: ignore[return-value]

@@ -8,7 +8,8 @@ view are average-pooled, projected by lightly's ``SimCLRProjectionHead`` and com
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from lightly.loss import NTXentLoss
@@ -53,7 +54,7 @@ class SimCLR(nn.Module):
         if min(hidden_dim, output_dim) < 1 or num_layers < 2:
             raise ValueError("the projection head needs hidden_dim, output_dim >= 1 and num_layers >= 2")
         self.encoder = encoder
-        feature_dim = int(encoder.feature_channels[-1])
+        feature_dim = int(cast(Sequence[int], encoder.feature_channels)[-1])
         self.head = SimCLRProjectionHead(feature_dim, hidden_dim, output_dim, num_layers, batch_norm)
         self.loss = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
 
@@ -66,5 +67,6 @@ class SimCLR(nn.Module):
         """Loss of one two-view batch: ``{"loss": …, "simclr": …}``. ``generator`` is unused."""
         _, z_a = self.embed(batch[IMAGE])
         _, z_b = self.embed(batch[IMAGE_B])
-        loss = self.loss(z_a, z_b)
+        with torch.autocast(z_a.device.type, enabled=False):  # similarities / τ in fp32, also under bf16
+            loss = self.loss(z_a.float(), z_b.float())
         return {"loss": loss, "simclr": loss.detach()}

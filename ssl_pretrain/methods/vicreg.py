@@ -9,7 +9,8 @@ together (invariance, MSE), keeps each embedding dimension's standard deviation 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from lightly.loss import VICRegLoss
@@ -50,7 +51,7 @@ class VICReg(nn.Module):
         if min(hidden_dim, output_dim) < 1 or num_layers < 2:
             raise ValueError("the projection head needs hidden_dim, output_dim >= 1 and num_layers >= 2")
         self.encoder = encoder
-        feature_dim = int(encoder.feature_channels[-1])
+        feature_dim = int(cast(Sequence[int], encoder.feature_channels)[-1])
         self.head = VICRegProjectionHead(feature_dim, hidden_dim, output_dim, num_layers)
         self.loss = VICRegLoss(lambda_param, mu_param, nu_param, gather_distributed=gather_distributed)
 
@@ -63,7 +64,9 @@ class VICReg(nn.Module):
         """Loss of one two-view batch with its three (unweighted, this process's) terms logged beside it."""
         _, z_a = self.embed(batch[IMAGE])
         _, z_b = self.embed(batch[IMAGE_B])
-        loss = self.loss(z_a, z_b)
+        z_a, z_b = z_a.float(), z_b.float()
+        with torch.autocast(z_a.device.type, enabled=False):  # covariance in fp32, also under bf16
+            loss = self.loss(z_a, z_b)
         with torch.no_grad():
             terms = {
                 "invariance": invariance_loss(z_a, z_b),

@@ -90,7 +90,9 @@ def test_fused_affine_crop_without_a_draw_is_an_exact_crop() -> None:
     assert torch.equal(out["image"].data, image[:, 5:25, 4:24, 3:23])
     assert torch.equal(out["label"].data, labels[:, 5:25, 4:24, 3:23])
     with pytest.raises(ValueError, match="smaller than the patch"):
-        RandomAffineCrop((40, 40, 40), copy=False)(subject(torch.randn(1, 30, 30, 30), torch.zeros(1, 30, 30, 30, dtype=torch.long)))
+        RandomAffineCrop((40, 40, 40), copy=False)(
+            subject(torch.randn(1, 30, 30, 30), torch.zeros(1, 30, 30, 30, dtype=torch.long))
+        )
 
 
 def test_margin_keeps_padding_out_of_the_patch_under_the_strongest_affine() -> None:

@@ -1,0 +1,166 @@
+"""Finding the runs to evaluate and naming them.
+
+``bssl evaluate runs=[…]`` takes run directories of ``bssl pretrain``, ``bssl finetune`` and
+``bssl predict`` (or any directory holding them, such as a Hydra multirun directory). A run is
+recognised by what it wrote: ``encoder.json`` (pretraining), ``model.json`` (fine-tuning) or
+``volumes.tsv`` (prediction). Runs whose ``run.json`` does not say ``complete`` are skipped with a
+warning, so a run killed half-way never feeds the statistics.
+
+Initialisations get readable labels from the sidecars: ``scratch``, ``ssl_<method>`` for a pretrained
+encoder, ``<init>+subcortical`` for a model first trained on the subcortical stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from finetune.metrics import REPORTED_CLASSES
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.models.checkpoint import read_sidecar
+from ssl_pretrain.run_dir import read_run_record
+
+log = logging.getLogger(__name__)
+
+MARKERS = {"encoder.json": "pretrain", "model.json": "finetune", "volumes.tsv": "predict"}
+MAX_DEPTH = 3  # how far below a given directory runs are looked for (multirun/<time>/<n>/)
+
+
+@dataclass
+class Run:
+    """One finished run.
+
+    Attributes:
+        path: the run directory.
+        kind: ``pretrain`` | ``finetune`` | ``predict``.
+        sidecar: ``encoder.json`` / ``model.json`` contents (empty for predict runs).
+        record: ``run.json`` contents (wall time, device), or empty.
+        label: a readable name (see the module docstring).
+    """
+
+    path: Path
+    kind: str
+    sidecar: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def stage(self) -> str | None:
+        return self.sidecar.get("stage")
+
+    @property
+    def k(self) -> str:
+        return str((self.sidecar.get("labels") or {}).get("k", "all"))
+
+    @property
+    def seed(self) -> int:
+        return int((self.sidecar.get("seeds") or {}).get("seed", 0))
+
+
+def method_name(method: Any) -> str:
+    """The method name of a sidecar's ``method`` entry (a dict with ``name`` or a string)."""
+    if isinstance(method, Mapping):
+        return str(method.get("name", "ssl"))
+    return str(method)
+
+
+def encoder_label(sidecar: Mapping[str, Any]) -> str:
+    """``ssl_<method>`` for a pretrained encoder's sidecar."""
+    return f"ssl_{method_name(sidecar.get('method'))}"
+
+
+def init_label(sidecar: Mapping[str, Any], _depth: int = 0) -> str:
+    """The initialisation of a fine-tuning run, in words (``scratch``, ``ssl_mae``, ``ssl_mae+subcortical``)."""
+    if sidecar.get("init_label"):
+        return str(sidecar["init_label"])
+    init = sidecar.get("init") or {}
+    if not isinstance(init, Mapping) or init.get("init", "scratch") == "scratch" or not init.get("path"):
+        return "scratch"
+    stage = init.get("source_stage")
+    if not stage:
+        return f"ssl_{method_name(init.get('source_method'))}"
+    try:
+        source = read_sidecar(init["path"])
+    except Exception:  # the source run may have moved; its stage is still known
+        return f"unknown+{stage}"
+    base = init_label(source, _depth + 1) if _depth < 5 else "unknown"
+    return stage if base == "scratch" else f"{base}+{stage}"
+
+
+def _classify(path: Path) -> Run | None:
+    for marker, kind in MARKERS.items():
+        if (path / marker).is_file():
+            record = read_run_record(path) or {}
+            if record and record.get("status") != "complete":
+                log.warning("skipping %s: its run.json says '%s', not complete", path, record.get("status"))
+                return None
+            sidecar = read_sidecar(path / marker) if marker.endswith(".json") else {}
+            run = Run(path=path, kind=kind, sidecar=sidecar, record=record)
+            run.label = encoder_label(sidecar) if kind == "pretrain" else init_label(sidecar) if sidecar else path.name
+            return run
+    return None
+
+
+def _walk(path: Path, depth: int) -> Iterable[Run]:
+    run = _classify(path)
+    if run is not None:
+        yield run
+        return
+    if depth >= MAX_DEPTH:
+        return
+    for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        yield from _walk(child, depth + 1)
+
+
+def collect_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """Every finished run in or below ``paths``.
+
+    Raises:
+        ConfigError: a path does not exist or holds no run.
+    """
+    runs: list[Run] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            raise ConfigError("runs", f"{path} is not a directory; give run directories or a multirun directory")
+        found = list(_walk(path, 0))
+        if not found:
+            raise ConfigError("runs", f"{path} holds no finished pretrain/finetune/predict run")
+        runs += found
+    return runs
+
+
+def finetune_rows(run: Run) -> list[dict[str, Any]]:
+    """Per-test-subject Dice rows of a fine-tuning run (``init, k, seed, subject, group, region, class, dice``).
+
+    Raises:
+        ConfigError: the run's ``metrics.csv`` is missing or lacks the Dice columns.
+    """
+    table = run.path / "metrics.csv"
+    if not table.is_file():
+        raise ConfigError("runs", f"{table}: the fine-tuning run has no per-subject metrics.csv")
+    frame = pd.read_csv(table)
+    missing = [f"dice_{c}" for c in REPORTED_CLASSES if f"dice_{c}" not in frame.columns]
+    if "subject" not in frame.columns or missing:
+        raise ConfigError("runs", f"{table}: expected columns subject and {missing or 'dice_*'}")
+    rows = []
+    for _, r in frame.iterrows():
+        for cls in REPORTED_CLASSES:
+            rows.append(
+                {
+                    "init": run.label,
+                    "k": run.k,
+                    "seed": run.seed,
+                    "subject": str(r["subject"]),
+                    "group": str(r.get("group", "")),
+                    "region": run.stage,
+                    "class": cls,
+                    "dice": float(r[f"dice_{cls}"]),
+                }
+            )
+    return rows
