@@ -13,6 +13,10 @@ One process, one model, one method (``preset=cpu``, ``method=mae`` by default), 
    same thread count (benchmarks/flops.py).
 3. Where the step's time goes (``torch.profiler`` self CPU time by operator family), to explain (2).
 
+On a machine shared with other jobs, step times are bimodal (a contended 2-thread step can take several
+times longer): ``*_best`` figures (minimum over steps) estimate the uncontended cost; the headline figures
+use sums and medians, as a user would see them.
+
 Data: ``--data-root`` (a BIDS dataset, e.g. the demo cohort), or else a 2+2-subject demo cohort simulated
 into a temporary directory. Usage::
 
@@ -127,6 +131,7 @@ def main() -> None:
         five_d = {k: v for k, v in batch.items() if torch.is_tensor(v) and v.ndim == 5}
         return {**batch, **{k: v.contiguous(memory_format=memory_format) for k, v in five_d.items()}}
 
+    peaks = [matmul_peak(repeats=20)]  # measured again at the end: the best of both is the peak
     memory = [fmt(b) for b, _ in zip(loader_batches(dm, epoch=1000), range(args.steps), strict=False)]
     stream = loader_batches(dm, epoch=0)
     for _ in range(2):  # warm-up: allocator, oneDNN primitives, worker start
@@ -148,16 +153,20 @@ def main() -> None:
         next(probe)
         fetch.append(time.perf_counter() - t)
     flops, per_op = count_flops(lambda: step(memory[0]))
-    peak = matmul_peak()
+    peaks.append(matmul_peak(repeats=20))
+    peak = max(peaks, key=lambda p: p["flops_per_s"])
     step_median = statistics.median(memory_times)
     achieved = flops / step_median
     breakdown = profile_breakdown(step, memory[0])
     result = {
         "loader_vs_memory_step_ratio": round(sum(loader_times) / sum(memory_times), 3),
         "loader_vs_memory_median_ratio": round(statistics.median(loader_times) / step_median, 3),
+        "loader_vs_memory_best_ratio": round(min(loader_times) / min(memory_times), 3),
         "flops_fraction_of_matmul_peak": round(achieved / peak["flops_per_s"], 3),
+        "flops_fraction_of_matmul_peak_best_step": round(flops / min(memory_times) / peak["flops_per_s"], 3),
         "loader_step_s_median": round(statistics.median(loader_times), 3),
         "memory_step_s_median": round(step_median, 3),
+        "memory_step_s_best": round(min(memory_times), 3),
         "loader_step_s": [round(t, 3) for t in loader_times],
         "memory_step_s": [round(t, 3) for t in memory_times],
         "loader_only_batch_s_median": round(statistics.median(fetch), 3),

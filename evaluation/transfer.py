@@ -69,7 +69,7 @@ def encoder_features(
         wanted = {r: v[subject.key] for r, v in voxels.items() if subject.key in v}
         if not wanted:
             continue
-        volume = torch.from_numpy(np.asarray(subject.image, dtype=np.float32))
+        volume = torch.from_numpy(np.array(subject.image, dtype=np.float32))
         coords = np.concatenate([c for c, _ in wanted.values()])
         X = encoder_features_at(encoder, volume, coords, pad_multiple=pad_multiple)
         start = 0

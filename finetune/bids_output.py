@@ -39,7 +39,15 @@ VOLUME_REGIONS: tuple[tuple[str, tuple[int, ...] | None, bool], ...] = (
     ("medulla", (REGION_INDEX["medulla"],), False),
 )
 VOLUME_CLASSES: tuple[str, ...] = ("CSF", "GM", "WM")
-VOLUME_COLUMNS = ["participant_id", "session", "group", "region", *[f"{c}_mm3" for c in VOLUME_CLASSES], "region_mm3"]
+VOLUME_COLUMNS = [
+    "participant_id",
+    "session",
+    "group",
+    "region",
+    *[f"{c}_mm3" for c in VOLUME_CLASSES],
+    "region_mm3",
+    "in_model_roi",
+]
 
 
 def _atomic(path: Path, write) -> None:
@@ -157,7 +165,11 @@ def write_probseg(
 
 
 def region_volumes(
-    tissue: np.ndarray, regions: np.ndarray | None, voxel_mm3: float, info: Mapping[str, str | None]
+    tissue: np.ndarray,
+    regions: np.ndarray | None,
+    voxel_mm3: float,
+    info: Mapping[str, str | None],
+    model_roi: str | None = None,
 ) -> list[dict[str, object]]:
     """Rows of the volume table for one subject.
 
@@ -167,12 +179,15 @@ def region_volumes(
             brain is reported then).
         voxel_mm3: volume of one voxel.
         info: ``participant_id``, ``session`` and ``group`` of the subject.
+        model_roi: the region group the model was trained in (``stage.roi``), or ``None``.
 
     Returns:
-        One dict per region with the :data:`VOLUME_COLUMNS`. Whole brain = every voxel; subcortical and
-        brainstem are reported whenever a regions map exists (0 if the region is absent); midbrain, pons
-        and medulla only when labelled.
+        One dict per region with the :data:`VOLUME_COLUMNS`. Whole brain = every voxel (its
+        ``region_mm3`` is the CSF+GM+WM volume); subcortical and brainstem are reported whenever a regions
+        map exists (0 if the region is absent); midbrain, pons and medulla only when labelled.
+        ``in_model_roi`` is True when the region lies inside ``model_roi``.
     """
+    inside_model = set(region_group_indices(model_roi)) if model_roi else set()
     rows = []
     counts = np.bincount(tissue.ravel().astype(np.int64), minlength=len(TISSUE_CLASSES))
     present = set(np.unique(regions).tolist()) if regions is not None else set()
@@ -191,6 +206,7 @@ def region_volumes(
             idx = next(i for i, n in TISSUE_CLASSES.items() if n == cls)
             row[f"{cls}_mm3"] = round(float(per_class[idx]) * voxel_mm3, 3)
         row["region_mm3"] = round(region_vox * voxel_mm3, 3)
+        row["in_model_roi"] = indices is not None and bool(inside_model) and set(indices) <= inside_model
         rows.append(row)
     return rows
 

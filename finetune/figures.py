@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-TISSUE_COLOURS = ListedColormap([(0, 0, 0, 0), (0.2, 0.45, 1.0, 0.55), (0.95, 0.25, 0.2, 0.55), (1.0, 0.9, 0.3, 0.55)])
+TISSUE_COLOURS = ListedColormap([(0, 0, 0, 0), (0.2, 0.45, 1.0, 0.4), (0.95, 0.25, 0.2, 0.4), (1.0, 0.9, 0.3, 0.4)])
 
 
 @dataclass

@@ -1,10 +1,16 @@
 """Whole-volume prediction with MONAI's sliding-window inference.
 
-A cached subject's ``(C, X, Y, Z)`` volume is covered by overlapping windows of the training patch size
-(instance normalisation then sees the statistics it was trained on), the class probabilities of the
-windows are blended with Gaussian weights, and the result is ``(K, X, Y, Z)`` on the cache grid.
-Modalities that are missing, or that the user leaves out (``predict.modalities=[T1w]``), are zero channels,
-exactly as modality dropout presents them during training.
+A cached subject's ``(C, X, Y, Z)`` volume (cropped to the brain) is predicted either in one window
+covering all of it (``inference.roi_size: whole``, the default: each voxel is computed once, about 4x
+less work than 48³ windows overlapping by a quarter on a 2 mm brain), or by overlapping windows of the
+training patch size (``patch``, as nnU-Net does: instance normalisation then sees windows of the size it
+was trained on) or of a given size, blended with Gaussian weights. Borders are padded by replicating the
+edge (background, since the cache keeps a margin around the brain). The result is ``(K, X, Y, Z)``
+probabilities on the cache grid. :func:`predict_cached` first crops the volume to the bounding box of the
+subject's brain mask plus ``inference.brain_margin_mm`` (the cache keeps a wider margin, which costs
+work and holds only background) and fills the rest with background. Modalities that are missing, or that
+the user leaves out (``predict.modalities=[T1w]``), are zero channels, exactly as modality dropout
+presents them in training.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from torch import nn
 from ssl_pretrain.errors import ConfigError
 
 BLEND_MODES = ("gaussian", "constant")
+WHOLE = "whole"  # inference.roi_size: one window over the whole (stride-padded) volume
+PATCH = "patch"  # inference.roi_size: windows of the training patch size
 
 
 @dataclass(frozen=True)
@@ -28,32 +36,53 @@ class InferenceSettings:
     """How whole volumes are covered (config group ``inference``).
 
     Attributes:
-        roi_size: window size in voxels (a multiple of the network's total stride).
+        roi_size: window size in voxels (multiples of the network's total stride), or ``None`` for one
+            window over the whole volume.
+        total_stride: the network's total stride (whole-volume windows are padded to a multiple of it).
         overlap: fraction by which neighbouring windows overlap, in [0, 1).
         sw_batch_size: windows per forward pass.
         mode: ``gaussian`` or ``constant`` blending.
         amp: bf16 autocast on CUDA (ignored on CPU).
+        brain_margin_mm: margin around the brain mask's bounding box that is predicted (``None``: the
+            whole cached volume).
     """
 
-    roi_size: tuple[int, int, int]
+    roi_size: tuple[int, int, int] | None
+    total_stride: int = 1
     overlap: float = 0.25
     sw_batch_size: int = 2
     mode: str = "gaussian"
     amp: bool = True
+    brain_margin_mm: float | None = 4.0
 
     @classmethod
-    def from_config(cls, cfg: Any, roi_size: Sequence[int], total_stride: int) -> InferenceSettings:
-        """From an ``inference`` config node; ``roi_size`` is used when ``inference.roi_size`` is null.
+    def from_config(cls, cfg: Any, patch_size: Sequence[int], total_stride: int) -> InferenceSettings:
+        """From an ``inference`` config node.
+
+        Args:
+            cfg: ``roi_size`` (``whole`` | ``patch`` | an int | 3 ints), ``overlap``, ``sw_batch_size``,
+                ``mode``, ``amp``.
+            patch_size: the training patch size (for ``roi_size: patch``).
+            total_stride: the network's total stride.
 
         Raises:
             ConfigError: naming the ``inference.*`` key with a bad value.
         """
-        size = cfg.get("roi_size") or roi_size
-        size = [int(size)] * 3 if isinstance(size, int) else [int(s) for s in size]
-        if len(size) != 3 or any(s < 1 or s % total_stride for s in size):
-            raise ConfigError(
-                "inference.roi_size", f"expected 3 positive multiples of the total stride {total_stride}, got {size}"
-            )
+        value = cfg.get("roi_size", WHOLE)
+        size: list[int] | None
+        if value in (None, WHOLE):
+            size = None
+        else:
+            value = patch_size if value == PATCH else value
+            try:
+                size = [int(value)] * 3 if isinstance(value, int | str) else [int(s) for s in value]
+            except (TypeError, ValueError):
+                size = []
+            if len(size) != 3 or any(s < 1 or s % total_stride for s in size):
+                raise ConfigError(
+                    "inference.roi_size",
+                    f"expected whole, patch or 3 positive multiples of the total stride {total_stride}, got {value!r}",
+                )
         overlap = float(cfg.get("overlap", 0.25))
         if not 0.0 <= overlap < 1.0:
             raise ConfigError("inference.overlap", f"expected a value in [0, 1), got {overlap}")
@@ -63,7 +92,18 @@ class InferenceSettings:
         batch = int(cfg.get("sw_batch_size", 2))
         if batch < 1:
             raise ConfigError("inference.sw_batch_size", f"expected >= 1, got {batch}")
-        return cls(tuple(size), overlap, batch, mode, bool(cfg.get("amp", True)))  # type: ignore[arg-type]
+        margin = cfg.get("brain_margin_mm", 4.0)
+        if margin is not None and not float(margin) >= 0:
+            raise ConfigError("inference.brain_margin_mm", f"expected a margin >= 0 mm or null, got {margin!r}")
+        roi = None if size is None else tuple(size)
+        amp = bool(cfg.get("amp", True))
+        return cls(roi, int(total_stride), overlap, batch, mode, amp, None if margin is None else float(margin))  # type: ignore[arg-type]
+
+    def window(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The window for a volume of ``shape``: ``roi_size``, or the shape rounded up to the stride."""
+        if self.roi_size is not None:
+            return self.roi_size
+        return tuple(-(-int(n) // self.total_stride) * self.total_stride for n in shape)
 
 
 def input_volume(image: np.ndarray, presence: Sequence[bool], use: Sequence[bool] | None = None) -> torch.Tensor:
@@ -88,7 +128,7 @@ def predict_probabilities(
 
     Args:
         net: maps ``(B, C, *roi_size)`` to logits ``(B, K, *roi_size)``; put in eval mode here.
-        x: ``(1, C, X, Y, Z)`` input (see :func:`input_volume`); any size (padded to ``roi_size`` if smaller).
+        x: ``(1, C, X, Y, Z)`` input (see :func:`input_volume`); any size (edge-padded where the window is larger).
         settings: window size, overlap, blending.
         device: where the network runs (default: the network's device).
 
@@ -108,17 +148,65 @@ def predict_probabilities(
     try:
         probs = sliding_window_inference(
             x,
-            roi_size=settings.roi_size,
+            roi_size=settings.window(x.shape[2:]),
             sw_batch_size=settings.sw_batch_size,
             predictor=predictor,
             overlap=settings.overlap,
             mode=settings.mode,
+            padding_mode="replicate",
             sw_device=device,
             device=torch.device("cpu"),
         )
     finally:
         net.train(was_training)
     return probs[0].float()  # type: ignore[index]
+
+
+def brain_box(brain: np.ndarray, margin_vox: int) -> tuple[slice, slice, slice]:
+    """Bounding box of ``brain`` (``(X, Y, Z)``, nonzero = brain) grown by ``margin_vox``, clipped to the array
+    (the whole array when the mask is empty)."""
+    idx = np.argwhere(np.asarray(brain))
+    if len(idx) == 0:
+        return (slice(None),) * 3  # type: ignore[return-value]
+    lo = np.maximum(idx.min(0) - margin_vox, 0)
+    hi = np.minimum(idx.max(0) + 1 + margin_vox, brain.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))  # type: ignore[return-value]
+
+
+def predict_cached(
+    net: nn.Module,
+    subject: Any,
+    settings: InferenceSettings,
+    device: torch.device | str | None = None,
+    use: Sequence[bool] | None = None,
+) -> torch.Tensor:
+    """Class probabilities of a cached subject's whole volume (see the module docstring).
+
+    Args:
+        net: the network.
+        subject: a :class:`~ssl_pretrain.data.cache.CachedSubject` (``image``, ``presence``, ``brain``,
+            ``affine``).
+        settings: inference settings.
+        device: where the network runs.
+        use: ``(C,)`` which modalities to feed (``None`` = all present).
+
+    Returns:
+        ``(K, X, Y, Z)`` float32 on the CPU over the cache grid; background (class 0) outside the brain box.
+    """
+    shape = tuple(subject.image.shape[1:])
+    if settings.brain_margin_mm is None or subject.brain.shape != shape:
+        box = (slice(None),) * 3
+    else:
+        spacing = float(np.linalg.norm(np.asarray(subject.affine)[:3, :3], axis=0).min())
+        box = brain_box(subject.brain, int(np.ceil(settings.brain_margin_mm / spacing)))
+    x = input_volume(np.asarray(subject.image[(slice(None), *box)]), subject.presence, use)
+    probs = predict_probabilities(net, x, settings, device)
+    if probs.shape[1:] == shape:
+        return probs
+    full = torch.zeros((probs.shape[0], *shape), dtype=probs.dtype)
+    full[0] = 1.0
+    full[(slice(None), *box)] = probs
+    return full
 
 
 def predict_labels(probs: torch.Tensor) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from finetune.policy import build_segmentation_net
+from finetune.policy import build_segmentation_net, encoder_of
 from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.models.checkpoint import load_weights as _load_weights
 from ssl_pretrain.models.checkpoint import read_sidecar, resolve_weights_path
@@ -82,7 +82,7 @@ def initialise(net: nn.Module, init: str | Path | None, modalities: Sequence[str
         report = _load_weights(net, pt, modalities=modalities)
     else:
         prefix = "" if source_class == "ResEncoder" else "encoder."
-        report = _load_weights(net.encoder, pt, modalities=modalities, prefix=prefix)
+        report = _load_weights(encoder_of(net), pt, modalities=modalities, prefix=prefix)
     loaded = "model" if whole else "encoder"
     log.info("init: %s of %s (%s, stage %s)", loaded, pt, sidecar.get("method"), sidecar.get("stage"))
     return {

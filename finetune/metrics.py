@@ -10,7 +10,7 @@ HD95 is NaN when a class is absent from either.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ def roi_metrics(
     """
     if not (pred.shape == truth.shape == roi.shape):
         raise ValueError(f"shape mismatch: pred {pred.shape}, truth {truth.shape}, roi {roi.shape}")
-    spacing = np.broadcast_to(np.asarray(spacing, float), (3,))
+    step = np.broadcast_to(np.asarray(spacing, float), (3,))
     counted = roi.astype(bool) & (truth != IGNORE_INDEX)
     p = np.where(counted, pred, 0)
     t = np.where(counted, truth, 0)
@@ -70,7 +70,7 @@ def roi_metrics(
     n = len(TISSUE_CLASSES)
     yp, yt = _onehot(p, n), _onehot(t, n)
     dice = compute_dice(yp, yt, include_background=True, ignore_empty=False)[0]
-    voxel = float(np.prod(spacing))
+    voxel = float(np.prod(step))
     out: dict[str, float] = {}
     present_p = yp[0].flatten(1).sum(1)
     present_t = yt[0].flatten(1).sum(1)
@@ -84,7 +84,7 @@ def roi_metrics(
             with warnings.catch_warnings():  # MONAI warns about its own deprecated internal argument
                 warnings.simplefilter("ignore", FutureWarning)
                 hd = compute_hausdorff_distance(
-                    yp[:, c : c + 1], yt[:, c : c + 1], include_background=True, percentile=95, spacing=spacing.tolist()
+                    yp[:, c : c + 1], yt[:, c : c + 1], include_background=True, percentile=95, spacing=step.tolist()
                 )
             out[f"hd95_{name}_mm"] = float(hd[0, 0])
         else:
@@ -96,8 +96,8 @@ def roi_metrics(
     return out
 
 
-def mean_dice(rows: Sequence[dict[str, float]], classes: Sequence[str] = ("GM", "WM")) -> float:
+def mean_dice(rows: Sequence[Mapping[str, object]], classes: Sequence[str] = ("GM", "WM")) -> float:
     """Mean over subjects and ``classes`` of the per-subject Dice, ignoring NaN (NaN when nothing counts)."""
-    values = [r[f"dice_{c}"] for r in rows for c in classes]
+    values = [float(r[f"dice_{c}"]) for r in rows for c in classes]  # type: ignore[arg-type]
     values = [v for v in values if np.isfinite(v)]
     return float(np.mean(values)) if values else float("nan")

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from finetune.inference import InferenceSettings, input_volume, predict_labels, predict_probabilities
+from finetune.inference import InferenceSettings, predict_cached, predict_labels
 from finetune.metrics import roi_metrics
-from finetune.policy import apply_policy, encoder_frozen, param_groups
+from finetune.policy import apply_policy, encoder_frozen, encoder_of, param_groups
 from finetune.roi import roi_mask, roi_mask_torch
 from finetune.roi_loss import ROIDiceCELoss
 from ssl_pretrain.data import batch as B
@@ -59,27 +59,20 @@ class StageROI:
 
 
 class WholeVolumes(Dataset):
-    """Whole cached volumes, one subject per item (validation and test; use ``batch_size=None``).
+    """The subjects of whole-volume validation, one per item (use ``batch_size=None``).
 
-    Items: ``image`` ``(1, C, X, Y, Z)`` float32 (missing modalities zero), ``tissue`` and ``regions``
-    ``(X, Y, Z)`` (numpy; a DataLoader turns them into tensors), ``subject`` and ``group``.
+    Items are ``{"subject": key}``; the module predicts the cached volume itself
+    (:func:`finetune.inference.predict_cached`), so no volume travels through the loader.
     """
 
     def __init__(self, subjects: Sequence[CachedSubject]) -> None:
-        self.subjects = list(subjects)
+        self.keys = [s.key for s in subjects]
 
     def __len__(self) -> int:
-        return len(self.subjects)
+        return len(self.keys)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        s = self.subjects[i]
-        return {
-            B.IMAGE: input_volume(s.image, s.presence),
-            B.TISSUE: np.array(s.tissue),
-            B.REGIONS: np.array(s.regions),
-            B.SUBJECT: s.key,
-            B.GROUP: s.group,
-        }
+        return {B.SUBJECT: self.keys[i]}
 
 
 class SegmentationModule(L.LightningModule):
@@ -93,6 +86,7 @@ class SegmentationModule(L.LightningModule):
         optim_cfg: the ``optim`` config (for :func:`ssl_pretrain.training.build_optimizer`).
         total_steps: optimiser steps of the run (for the schedule).
         inference: sliding-window settings of the validation pass.
+        val_subjects: the cached validation subjects (whole volumes).
     """
 
     def __init__(
@@ -105,6 +99,7 @@ class SegmentationModule(L.LightningModule):
         optim_cfg: Any,
         total_steps: int,
         inference: InferenceSettings,
+        val_subjects: Sequence[CachedSubject] = (),
     ) -> None:
         super().__init__()
         self.net = net
@@ -114,6 +109,7 @@ class SegmentationModule(L.LightningModule):
         self.optim_cfg = optim_cfg
         self.total_steps = int(total_steps)
         self.inference = inference
+        self.val_subjects = {s.key: s for s in val_subjects}
         apply_policy(self.net, policy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +120,7 @@ class SegmentationModule(L.LightningModule):
         """Lightning toggles train/eval each epoch; a frozen encoder stays in eval mode."""
         super().train(mode)
         if encoder_frozen(self.policy):
-            self.net.encoder.eval()
+            encoder_of(self.net).eval()
         return self
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -136,10 +132,11 @@ class SegmentationModule(L.LightningModule):
         return loss
 
     def validation_step(self, item: dict[str, Any], batch_idx: int) -> None:
-        probs = predict_probabilities(self.net, item[B.IMAGE], self.inference, device=self.device)
-        regions, tissue = (torch.as_tensor(item[k]).cpu().numpy() for k in (B.REGIONS, B.TISSUE))
-        roi = self.roi.volume_mask(regions)
-        m = roi_metrics(predict_labels(probs), tissue.astype(np.int64), roi, self.roi.spacing, hd95=False)
+        subject = self.val_subjects[item[B.SUBJECT]]
+        probs = predict_cached(self.net, subject, self.inference, device=self.device)
+        roi = self.roi.volume_mask(np.asarray(subject.regions))
+        truth = np.asarray(subject.tissue).astype(np.int64)
+        m = roi_metrics(predict_labels(probs), truth, roi, self.roi.spacing, hd95=False)
         values = [v for v in (m["dice_GM"], m["dice_WM"]) if np.isfinite(v)]
         score = float(np.mean(values)) if values else 0.0
         self.log(VAL_METRIC, score, prog_bar=True, batch_size=1, sync_dist=True)

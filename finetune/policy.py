@@ -57,6 +57,11 @@ def build_segmentation_net(model_cfg: Mapping[str, Any], in_channels: int, out_c
     return build_unet(model_cfg, in_channels, out_channels)
 
 
+def encoder_of(net: nn.Module) -> nn.Module:
+    """The ``.encoder`` of a policy's network."""
+    return net.get_submodule("encoder")
+
+
 def encoder_frozen(policy: str) -> bool:
     """Whether the policy freezes the encoder."""
     return check_policy(policy) in ("frozen_encoder", "linear")
@@ -65,10 +70,11 @@ def encoder_frozen(policy: str) -> bool:
 def apply_policy(net: nn.Module, policy: str) -> None:
     """Freeze what the policy freezes (``requires_grad=False``; the encoder is put in eval mode)."""
     frozen = encoder_frozen(policy)
-    for param in net.encoder.parameters():
+    encoder = encoder_of(net)
+    for param in encoder.parameters():
         param.requires_grad_(not frozen)
     if frozen:
-        net.encoder.eval()
+        encoder.eval()
 
 
 def param_groups(net: nn.Module, policy: str, optim_cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -84,5 +90,5 @@ def param_groups(net: nn.Module, policy: str, optim_cfg: Mapping[str, Any]) -> l
     scale = float(optim_cfg.get("encoder_lr_scale", 1.0))
     if not 0.0 <= scale <= 1.0:
         raise ConfigError("optim.encoder_lr_scale", f"expected a value in [0, 1], got {scale!r}")
-    encoder = None if encoder_frozen(policy) else net.encoder
+    encoder = None if encoder_frozen(policy) else encoder_of(net)
     return training_param_groups(net, optim_cfg, encoder=encoder)

@@ -11,7 +11,10 @@ input's shape and affine. Outputs, all inside the run directory (the input datas
   probability maps (``predict.probabilities_per_class=true``: one ``_label-<class>_probseg`` per class);
 - ``volumes.tsv``: CSF/GM/WM volume in mm³ per subject and region (whole brain; subcortical and
   brainstem from the subject's regions map when it has one; midbrain/pons/medulla when labelled),
-  measured on the native grid (the regions map is brought there by nearest neighbour).
+  measured on the native grid (the regions map is brought there by nearest neighbour). A stage's model
+  learned tissue only inside its ROI (the loss counts nothing else), so the column ``in_model_roi`` says
+  which rows lie inside it; the others are extrapolations. Outside the subject's cached brain mask
+  (``predict.brain_mask=true``) everything is background.
 
 Any subset of the model's modalities works: ``predict.modalities=[T1w]`` feeds only T1w (the others as
 zero channels, as modality dropout presented them in training), and subjects missing a modality get a
@@ -26,7 +29,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -42,7 +45,7 @@ from finetune.bids_output import (
     write_probseg,
     write_volumes,
 )
-from finetune.inference import InferenceSettings, input_volume, predict_probabilities
+from finetune.inference import InferenceSettings, predict_cached
 from finetune.init import load_segmentation_model
 from ssl_pretrain.data.bids import parse_name
 from ssl_pretrain.data.cache import CachedSubject, preprocess
@@ -78,7 +81,7 @@ def device_of(name: str) -> torch.device:
 def data_config_for(model_sidecar: Mapping[str, Any], data_cfg: DictConfig) -> DictConfig:
     """``data_cfg`` with the preprocessing settings the model was trained with (they define its inputs)."""
     settings = model_sidecar.get("preprocessing") or {}
-    out = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))
+    out = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True)))
     with open_dict(out):
         for key, source in PREPROCESSING_KEYS.items():
             if source in settings:
@@ -160,16 +163,24 @@ def predict_subject(
     settings: InferenceSettings,
     use: Sequence[bool],
     device: torch.device,
+    brain_mask: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Native-grid prediction of one cached subject.
+
+    Args:
+        brain_mask: voxels outside the subject's cached brain mask are background (probability 1).
 
     Returns:
         ``(labels (X, Y, Z) uint8, probabilities (4, X, Y, Z) float32, native affine 4x4)``.
     """
-    probs = predict_probabilities(net, input_volume(subject.image, subject.presence, use), settings, device)
+    probs = predict_cached(net, subject, settings, device, use)
+    if brain_mask and subject.brain.shape == tuple(probs.shape[1:]):
+        outside = torch.from_numpy(~np.asarray(subject.brain, dtype=bool))
+        probs[:, outside] = 0.0
+        probs[0, outside] = 1.0
     cval = np.zeros(probs.shape[0])
     cval[0] = 1.0  # outside the cached box: background
-    native = to_native(probs.numpy(), subject, order=1, cval=cval)
+    native = to_native(probs.numpy(), subject, order=1, cval=cval.tolist())
     prob_native = np.moveaxis(np.asarray(native.dataobj, dtype=np.float32), -1, 0)
     labels = prob_native.argmax(0).astype(np.uint8)
     return labels, prob_native, np.asarray(native.affine)
@@ -195,7 +206,7 @@ def run(cfg: DictConfig) -> Path:
             raise ConfigError("predict.modalities", f"{unknown} are not among the model's modalities {modalities}")
         use = [m in use_names for m in modalities]
         if inputs:
-            records = records_from_inputs(OmegaConf.to_container(OmegaConf.create({"x": inputs}))["x"], modalities)
+            records = records_from_inputs(cast(list, OmegaConf.to_container(OmegaConf.create(inputs))), modalities)
         else:
             records = load_records(data_cfg)
         wanted = pcfg.get("subjects")
@@ -215,9 +226,14 @@ def run(cfg: DictConfig) -> Path:
             version=ssl_pretrain.__version__,
             description=f"bssl predict with {pt} (stage {sidecar.get('stage')}, modalities {use_names})",
         )
+        model_roi = (sidecar.get("stage_config") or {}).get("roi")
+        if model_roi:
+            log.info("the model was trained inside the '%s' ROI: tissue elsewhere is extrapolated", model_roi)
         rows: list[dict[str, object]] = []
         for subject in tqdm(subjects, desc="predict", unit="subject", disable=None):
-            labels, probs, affine = predict_subject(net, subject, settings, use, device)
+            labels, probs, affine = predict_subject(
+                net, subject, settings, use, device, brain_mask=bool(pcfg.get("brain_mask", True))
+            )
             record = subject.record
             sources = [str(record.images[m]) for m in modalities if m in record.images and m in use_names]
             write_dseg(root, record.subject, record.session, labels, affine, sources)
@@ -235,7 +251,7 @@ def run(cfg: DictConfig) -> Path:
                 regions = np.asarray(to_native(np.asarray(subject.regions), subject, order=0).dataobj)
             voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
             info = {"participant_id": f"sub-{record.subject}", "session": record.session, "group": record.group}
-            rows += region_volumes(labels, regions, voxel_mm3, info)
+            rows += region_volumes(labels, regions, voxel_mm3, info, model_roi=model_roi)
             if not np.any(labels):
                 log.warning("%s: the prediction is empty (all background)", record.key)
         write_volumes(out / "volumes.tsv", rows)

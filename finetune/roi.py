@@ -35,11 +35,11 @@ def roi_indices(group: str) -> tuple[int, ...]:
 
 def ball(margin_mm: float, spacing: Sequence[float]) -> np.ndarray:
     """Boolean structuring element: voxel offsets within ``margin_mm`` of the centre, shape ``(2r+1,)*3``."""
-    spacing = np.broadcast_to(np.asarray(spacing, float), (3,))
-    radius = np.floor(margin_mm / spacing + 1e-9).astype(int)
-    axes = [np.arange(-r, r + 1) * s for r, s in zip(radius, spacing, strict=True)]
+    step = np.broadcast_to(np.asarray(spacing, float), (3,))
+    radius = np.floor(margin_mm / step + 1e-9).astype(int)
+    axes = [np.arange(-r, r + 1) * s for r, s in zip(radius, step, strict=True)]
     grid = np.meshgrid(*axes, indexing="ij")
-    return (sum(g**2 for g in grid) <= margin_mm**2 + 1e-9).astype(bool)
+    return np.asarray(grid[0] ** 2 + grid[1] ** 2 + grid[2] ** 2 <= margin_mm**2 + 1e-9, dtype=bool)
 
 
 def roi_mask(

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from finetune.bids_output import write_text
 from finetune.figures import OverlayCase
-from finetune.inference import InferenceSettings, input_volume, predict_labels, predict_probabilities
+from finetune.inference import InferenceSettings, predict_cached, predict_labels
 from finetune.metrics import metric_columns, roi_metrics
 from finetune.module import StageROI
 from ssl_pretrain.data.cache import CachedSubject
@@ -54,7 +54,7 @@ def score_subjects(
     rows: list[dict[str, object]] = []
     cases: list[OverlayCase] = []
     for subject in tqdm(subjects, desc="test", unit="subject", disable=None):
-        probs = predict_probabilities(net, input_volume(subject.image, subject.presence), settings, device)
+        probs = predict_cached(net, subject, settings, device)
         pred = predict_labels(probs)
         truth = np.asarray(subject.tissue).astype(np.int64)
         mask = roi.volume_mask(np.asarray(subject.regions))

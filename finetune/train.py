@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -76,7 +76,7 @@ def stage_roi(cfg: DictConfig) -> StageROI:
 
 def stage_data_config(cfg: DictConfig) -> DictConfig:
     """``cfg.data`` with the stage's patch sampling (``data.roi`` = ``stage.roi``, ``data.roi_fraction``)."""
-    data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+    data = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True)))
     with open_dict(data):
         data.roi = str(cfg.stage.roi)
         data.roi_fraction = float(cfg.stage.get("roi_fraction", 0.8))
@@ -143,12 +143,13 @@ def _best_weights(trainer: L.Trainer, module: SegmentationModule) -> str:
         return "last"
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    return f"best {VAL_METRIC}={float(callback.best_model_score):.4f} ({Path(best).name})"
+    score = getattr(callback, "best_model_score", None)
+    return f"best {VAL_METRIC}={float(score) if score is not None else float('nan'):.4f} ({Path(best).name})"
 
 
 def optim_config(cfg: DictConfig) -> DictConfig:
     """``cfg.optim`` with ``encoder_lr_scale: auto`` resolved (1 with ``init=scratch``, 0.1 from a checkpoint)."""
-    optim = OmegaConf.create(OmegaConf.to_container(cfg.optim, resolve=True))
+    optim = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg.optim, resolve=True)))
     if str(optim.get("encoder_lr_scale", "auto")) == "auto":
         optim.encoder_lr_scale = 1.0 if str(cfg.get("init") or "scratch") == "scratch" else AUTO_ENCODER_LR_SCALE
     return optim
@@ -160,7 +161,7 @@ def _callbacks(cfg: DictConfig, has_val: bool) -> list:
         return []
     if int(patience) < 1:
         raise ConfigError("finetune.early_stopping_patience", f"expected a positive int or null, got {patience}")
-    return [EarlyStopping(monitor=VAL_METRIC, mode="max", patience=int(patience))]
+    return [EarlyStopping(monitor=VAL_METRIC, mode="max", patience=int(patience), check_on_train_epoch_end=False)]
 
 
 def _write_outputs(
@@ -220,10 +221,17 @@ def run(cfg: DictConfig) -> Path:
         init_info = initialise(net, cfg.get("init"), dm.modalities)
         total_steps = int(cfg.trainer.max_steps)
         inference = InferenceSettings.from_config(cfg.inference, dm.patch_size, int(np.prod(cfg.model.strides)))
-        loss = ROIDiceCELoss(N_CLASSES, **OmegaConf.to_container(cfg.loss, resolve=True))
+        loss = ROIDiceCELoss(N_CLASSES, **cast(dict, OmegaConf.to_container(cfg.loss, resolve=True)))
         optim = optim_config(cfg)
         module = SegmentationModule(
-            net, policy=policy, roi=roi, loss=loss, optim_cfg=optim, total_steps=total_steps, inference=inference
+            net,
+            policy=policy,
+            roi=roi,
+            loss=loss,
+            optim_cfg=optim,
+            total_steps=total_steps,
+            inference=inference,
+            val_subjects=dm.val_subjects,
         )
         has_val = bool(dm.val_subjects)
         val_loader = DataLoader(WholeVolumes(dm.val_subjects), batch_size=None) if has_val else None

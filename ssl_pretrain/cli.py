@@ -31,8 +31,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune.train", "supervised GM/WM segmentation: stage=subcortical | brainstem"),
     "predict": ("finetune.predict", "segment subjects; BIDS-derivative dseg in native space + volumes"),
     "evaluate": ("evaluation.evaluate", "probes, CKA, learning curves, baselines, group analysis, report"),
-    "study": ("evaluation.study", "the whole transfer study end to end, with a report"),
 }
+
+# Short command-line names for keys whose natural name is taken by a config group: `bssl predict model=PATH`
+# means predict.model=PATH (`model` is also the network-architecture group).
+ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "predict.model"}}
+
+
+def _apply_aliases(command: str, overrides: list[str]) -> list[str]:
+    """Rewrite ``key=value`` overrides whose key is a command's alias."""
+    aliases = ALIASES.get(command, {})
+    out = []
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        out.append(f"{aliases[key]}={value}" if sep and key in aliases else arg)
+    return out
 
 
 def _usage() -> str:
@@ -53,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"bssl: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     verbose = "--verbose" in rest
-    rest = [a for a in rest if a != "--verbose"]
+    rest = _apply_aliases(command, [a for a in rest if a != "--verbose"])
     run = importlib.import_module(COMMANDS[command][0]).run
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=command, version_base="1.3")

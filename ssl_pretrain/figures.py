@@ -78,11 +78,12 @@ def plot_loss_curve(metrics_csv: str | Path, path: str | Path, title: str = "pre
     steps, loss = train["step"].to_numpy(), train["train/loss"].to_numpy(float)
     window = max(1, len(loss) // 20)
     ax.plot(steps, loss, color="C0", alpha=0.3, lw=0.8, label="train (per step)")
-    ax.plot(steps, _smooth(loss, window), color="C0", lw=1.8, label=f"train (mean of {window})")
+    ax.plot(steps, _smooth(loss, window), color="C0", lw=1.8, label=f"train (mean of {window} logged)")
     components = [c for c in frame.columns if c.startswith("train/") and c != "train/loss" and not c.endswith("lr")]
     for i, column in enumerate(components):
         part = frame.dropna(subset=[column])
-        if len(part):
+        same = part[column].to_numpy(float).tolist() == part["train/loss"].to_numpy(float).tolist()
+        if len(part) and not same:  # a single-objective method's component is the loss itself
             values = part[column].to_numpy(float)
             ax.plot(part["step"], _smooth(values, window), color=f"C{i + 2}", lw=1, ls="--", label=column)
     if "val/loss" in frame and frame["val/loss"].notna().any():

@@ -57,7 +57,7 @@ def _views(method_cfg: DictConfig) -> int:
     return int(views)
 
 
-def _encoder_meta(cfg: DictConfig, dm: BrainDataModule, module: PretrainModule, steps: int) -> dict[str, Any]:
+def _encoder_meta(cfg: DictConfig, dm: BrainDataModule, steps: int) -> dict[str, Any]:
     return {
         "modalities": dm.modalities,
         "spacing": dm.spacing,
@@ -143,7 +143,10 @@ def embedding_report(
     if not loader:
         loader, split = dm.train_dataloader(), "training (no validation subjects)"
     report: dict[str, Any] = {
-        "reference": "Wang & Isola 2020, alpha=2, t=2; lower is better for both",
+        "reference": (
+            "Wang & Isola 2020 (alpha=2, t=2): lower alignment = views of a subject agree, lower uniformity = "
+            "embeddings spread out; read them together (a collapsed embedding has both near 0)"
+        ),
         "split": split,
     }
     trained = {k: v.detach().clone() for k, v in module.method.state_dict().items()}
@@ -165,7 +168,7 @@ def _metrics_csv(trainer: Any, out: Path) -> Path | None:
 def _write_outputs(
     cfg: DictConfig, out: Path, trainer: Any, module: PretrainModule, dm: BrainDataModule, initial: dict
 ) -> None:
-    save_weights(module.encoder, out / ENCODER_FILE, _encoder_meta(cfg, dm, module, trainer.global_step))
+    save_weights(module.encoder, out / ENCODER_FILE, _encoder_meta(cfg, dm, trainer.global_step))
     log.info("encoder written to %s", out / ENCODER_FILE)
     csv = _metrics_csv(trainer, out)
     if csv is not None:

@@ -3,7 +3,9 @@
 Random masks are drawn from a generator seeded by ``(seed, global step, micro-batch, rank)`` (training)
 or ``(seed, batch index, rank)`` (validation), not from the global RNG: a resumed run draws the same
 masks as an uninterrupted one, and the validation loss is measured on the same masks every time.
-Mixed precision (bf16 on CUDA) comes from the Trainer's ``precision``.
+Mixed precision (bf16 on CUDA) comes from the Trainer's ``precision``; losses are computed in fp32.
+Epochs reach the patch sampler through Lightning, which calls ``set_epoch`` on the train loader's
+:class:`~ssl_pretrain.data.sampler.EpochSampler` at every epoch start, so this module needs no hook for it.
 """
 
 from __future__ import annotations

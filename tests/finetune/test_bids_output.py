@@ -59,13 +59,14 @@ def test_region_volumes_hand_counted(tmp_path):
     regions[1, :1] = REGION_INDEX["pons"]  # 4 WM in the brainstem (pons)
     regions[1, 1:2] = REGION_INDEX["medulla"]
     info = {"participant_id": "sub-01", "session": None, "group": "ALS"}
-    rows = {r["region"]: r for r in region_volumes(tissue, regions, 2.0, info)}
+    rows = {r["region"]: r for r in region_volumes(tissue, regions, 2.0, info, model_roi="brainstem")}
     assert set(rows) == {"whole_brain", "subcortical", "brainstem", "pons", "medulla"}
     assert rows["whole_brain"]["GM_mm3"] == 32 and rows["whole_brain"]["CSF_mm3"] == 16
     assert rows["whole_brain"]["region_mm3"] == 80
     assert rows["subcortical"]["GM_mm3"] == 16 and rows["subcortical"]["WM_mm3"] == 0
     assert rows["brainstem"]["WM_mm3"] == 16 and rows["pons"]["WM_mm3"] == 8
     assert rows["pons"]["session"] == "n/a" and rows["pons"]["group"] == "ALS"
+    assert [r["in_model_roi"] for r in rows.values()] == [False, False, True, True, True]
     only_brain = region_volumes(tissue, None, 1.0, info)
     assert [r["region"] for r in only_brain] == ["whole_brain"]
     path = write_volumes(tmp_path / "volumes.tsv", [*rows.values(), *only_brain])

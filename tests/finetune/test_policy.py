@@ -83,7 +83,7 @@ def test_sliding_window_matches_direct_forward_and_zeroes_unused_channels():
     torch.manual_seed(0)
     net = build_segmentation_net(TINY, 2, 4, "full").eval()
     image = np.random.default_rng(0).normal(size=(2, 8, 8, 8)).astype(np.float32)
-    settings = InferenceSettings(roi_size=(8, 8, 8), overlap=0.0, mode="constant")
+    settings = InferenceSettings(roi_size=(8, 8, 8), total_stride=2, overlap=0.0, mode="constant")
     x = input_volume(image, presence=[True, True])
     probs = predict_probabilities(net, x, settings)
     assert probs.shape == (4, 8, 8, 8)
@@ -95,16 +95,31 @@ def test_sliding_window_matches_direct_forward_and_zeroes_unused_channels():
     assert torch.equal(input_volume(image, presence=[True, False])[0, 1], torch.zeros(8, 8, 8))
     # a bigger volume, tiled: shape preserved, probabilities normalised
     big = np.random.default_rng(1).normal(size=(2, 12, 10, 9)).astype(np.float32)
-    probs = predict_probabilities(net, input_volume(big, [True, True]), InferenceSettings(roi_size=(8, 8, 8)))
+    probs = predict_probabilities(net, input_volume(big, [True, True]), InferenceSettings((8, 8, 8), 2))
     assert probs.shape == (4, 12, 10, 9) and torch.allclose(probs.sum(0), torch.ones(12, 10, 9), atol=1e-5)
     assert predict_labels(probs).dtype == np.uint8 and predict_labels(probs).max() <= 3
+    # one whole-volume window: the network on the edge-padded volume (to a multiple of the stride), cropped
+    whole = InferenceSettings(None, total_stride=2)
+    assert whole.window((11, 10, 9)) == (12, 10, 10)
+    x = input_volume(big[:, :11], [True, True])
+    padded = torch.nn.functional.pad(x, (0, 1, 0, 0, 0, 1), mode="replicate")  # MONAI pads the end when odd
+    expected = torch.softmax(net(padded), 1)[0, :, :11, :, :9]
+    assert torch.allclose(predict_probabilities(net, x, whole), expected, atol=1e-5)
 
 
 def test_inference_settings_validation():
-    cfg = OmegaConf.create({"roi_size": None, "overlap": 0.5, "mode": "gaussian", "sw_batch_size": 1})
+    cfg = OmegaConf.create({"roi_size": "patch", "overlap": 0.5, "mode": "gaussian", "sw_batch_size": 1})
     assert InferenceSettings.from_config(cfg, [48, 48, 48], 8).roi_size == (48, 48, 48)
+    assert InferenceSettings.from_config(OmegaConf.create({"roi_size": "whole"}), [48] * 3, 8).roi_size is None
+    assert InferenceSettings.from_config(OmegaConf.create({"roi_size": [16, 24, 32]}), [48] * 3, 8).roi_size == (
+        16,
+        24,
+        32,
+    )
     with pytest.raises(ConfigError, match=r"inference\.roi_size"):
         InferenceSettings.from_config(OmegaConf.create({"roi_size": 20}), [48] * 3, 8)
+    with pytest.raises(ConfigError, match=r"inference\.roi_size"):
+        InferenceSettings.from_config(OmegaConf.create({"roi_size": "all"}), [48] * 3, 8)
     with pytest.raises(ConfigError, match=r"inference\.overlap"):
         InferenceSettings.from_config(OmegaConf.create({"overlap": 1.0}), [48] * 3, 8)
     with pytest.raises(ConfigError, match=r"inference\.mode"):
@@ -116,3 +131,30 @@ def test_linear_probe_net_uses_the_encoder():
     net = LinearProbeNet(enc, 4)
     assert net.encoder is enc and net.in_channels == 1
     assert net(torch.randn(1, 1, 8, 8, 8)).shape == (1, 4, 8, 8, 8)
+
+
+def test_predict_cached_crops_to_the_brain_box():
+    from types import SimpleNamespace
+
+    from finetune.inference import brain_box, predict_cached
+
+    torch.manual_seed(0)
+    net = build_segmentation_net(TINY, 2, 4, "full").eval()
+    image = np.random.default_rng(0).normal(size=(2, 14, 12, 10)).astype(np.float32)
+    brain = np.zeros((14, 12, 10), np.uint8)
+    brain[4:9, 3:7, 2:8] = 1
+    assert brain_box(brain, 1) == (slice(3, 10), slice(2, 8), slice(1, 9))
+    assert brain_box(np.zeros_like(brain), 1) == (slice(None),) * 3
+    subject = SimpleNamespace(
+        image=image, presence=np.array([True, True]), brain=brain, affine=np.diag([2.0] * 3 + [1])
+    )
+    settings = InferenceSettings(None, total_stride=2, brain_margin_mm=2.0)  # 1 voxel at 2 mm
+    probs = predict_cached(net, subject, settings)
+    box = brain_box(brain, 1)
+    inner = predict_probabilities(net, input_volume(image[(slice(None), *box)], [True, True]), settings)
+    assert torch.allclose(probs[(slice(None), *box)], inner)
+    outside = torch.ones(14, 12, 10, dtype=torch.bool)
+    outside[box] = False
+    assert torch.all(probs[0][outside] == 1) and torch.all(probs[1:, outside] == 0)
+    whole = predict_cached(net, subject, InferenceSettings(None, total_stride=2, brain_margin_mm=None))
+    assert whole.shape == (4, 14, 12, 10) and not torch.all(whole[0][outside] == 1)

@@ -86,7 +86,12 @@ def test_predict_writes_native_dseg_and_volumes(tmp_path, dataset, model_run):
         dseg = nib.load(deriv / f"sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.nii.gz")
         assert dseg.shape == src.shape
         assert np.allclose(dseg.affine, src.affine)
-        assert set(np.unique(np.asarray(dseg.dataobj))) <= {0, 1, 2, 3}
+        labels = np.asarray(dseg.dataobj)
+        assert set(np.unique(labels)) <= {0, 1, 2, 3}
+        truth = np.asarray(
+            nib.load(dataset / f"derivatives/labels/sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.nii.gz").dataobj
+        )
+        assert (labels[truth == 0] > 0).mean() < 0.05  # background outside the brain mask (up to resampling)
         probseg = nib.load(deriv / f"sub-{sub}/anat/sub-{sub}_desc-tissue_probseg.nii.gz")
         assert probseg.shape == (*src.shape, 3) and np.allclose(probseg.affine, src.affine)
         assert (deriv / f"sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.tsv").is_file()

@@ -80,9 +80,7 @@ def test_subcortical_then_brainstem_then_predict(tmp_path, cohort, pretrain_run)
     assert (sub / "checkpoints" / "best.ckpt").is_file()  # validation selected it
     assert json.loads((sub / "run.json").read_text())["status"] == "complete"
 
-    stem = train.run(
-        _cfg(tmp_path, cohort, "stem", "stage=brainstem", "labels.k=2", "labels.seed=3", f"init={sub}")
-    )
+    stem = train.run(_cfg(tmp_path, cohort, "stem", "stage=brainstem", "labels.k=2", "labels.seed=3", f"init={sub}"))
     meta2 = read_sidecar(stem / "model.pt")
     assert meta2["stage"] == "brainstem" and meta2["init"]["loaded"] == "model"
     assert meta2["init"]["source_stage"] == "subcortical"
@@ -110,8 +108,16 @@ def test_policies_and_k_on_the_fixture(tmp_path, cohort):
     chosen = {}
     for policy in ("linear", "frozen_encoder"):
         out = train.run(
-            _cfg(tmp_path, cohort, policy, "stage=brainstem", "labels.k=1", f"finetune.policy={policy}",
-                 "trainer.max_steps=2", "eval.hd95=false")
+            _cfg(
+                tmp_path,
+                cohort,
+                policy,
+                "stage=brainstem",
+                "labels.k=1",
+                f"finetune.policy={policy}",
+                "trainer.max_steps=2",
+                "eval.hd95=false",
+            )
         )
         meta = read_sidecar(out / "model.pt")
         assert meta["policy"] == policy and len(meta["labelled_subjects"]) == 1

@@ -43,3 +43,10 @@ def test_unknown_config_key_is_one_clear_line(tmp_path):
     assert proc.returncode != 0
     assert "data.rooot" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_predict_model_alias():
+    from ssl_pretrain.cli import _apply_aliases
+
+    assert _apply_aliases("predict", ["model=/runs/x", "data.root=d"]) == ["predict.model=/runs/x", "data.root=d"]
+    assert _apply_aliases("pretrain", ["model=gpu"]) == ["model=gpu"]

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.data.datamodule import BrainDataModule
-from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.methods import METHODS
 from ssl_pretrain.methods.module import PretrainModule
 from ssl_pretrain.models.checkpoint import load_weights
@@ -96,10 +96,12 @@ def test_mae_run_writes_a_loadable_encoder_and_figures(cohort, tmp_path: Path) -
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
 
 
-def test_simclr_run_reports_embedding_quality(cohort, tmp_path: Path) -> None:
-    out = run(config(cohort, tmp_path / "simclr", "simclr", "trainer.max_steps=3"))
+@pytest.mark.parametrize("method", ["simclr", "mae_simclr", "vicreg"])
+def test_two_view_runs_report_embedding_quality(cohort, tmp_path: Path, method: str) -> None:
+    out = run(config(cohort, tmp_path / method, method, "trainer.max_steps=3"))
     assert (out / "encoder.pt").is_file() and (out / "loss_curve.png").is_file()
-    assert not (out / "mae_reconstruction.png").exists()
+    assert (out / "mae_reconstruction.png").exists() == (method == "mae_simclr")
+    assert json.loads((out / "encoder.json").read_text())["method"]["name"] == method
     report = json.loads((out / "embedding_quality.json").read_text())
     assert report["split"] == "validation"
     for stage in ("initial", "trained"):
@@ -189,6 +191,12 @@ def test_encoder_reloads_into_other_channels_by_modality_name(cohort, tmp_path: 
 def test_bad_settings_fail_before_training(cohort, tmp_path: Path, extra: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run(config(cohort, tmp_path / "bad", "mae", *extra))
+    assert not (tmp_path / "bad" / "encoder.pt").exists()
+
+
+def test_resume_from_a_missing_checkpoint_is_refused(cohort, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"nothing\.ckpt"):
+        run(config(cohort, tmp_path / "bad", "mae", f"resume={tmp_path / 'nothing.ckpt'}"))
     assert not (tmp_path / "bad" / "encoder.pt").exists()
 
 
