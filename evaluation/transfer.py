@@ -82,9 +82,9 @@ def encoder_features(
     return out
 
 
-def _pool(features: Mapping[str, RegionFeatures], keys: Sequence[str]) -> RegionFeatures | None:
-    parts = [features[k] for k in keys if k in features]
-    return RegionFeatures.concat(parts) if parts else None
+def _pool(features: Mapping[str, RegionFeatures], keys: Sequence[str]) -> RegionFeatures:
+    """The rows of ``keys`` (subjects that all have features: the regions in use were sampled for them)."""
+    return RegionFeatures.concat([features[k] for k in keys])
 
 
 def measure_transfer(
@@ -135,7 +135,7 @@ def measure_transfer(
     for region in used:
         keys = list(test_vox[region])
         pooled = {label: _pool(te[region], keys) for label, te in test_features.items()}
-        cka[region] = cka_matrix({label: f.X for label, f in pooled.items() if f is not None})
+        cka[region] = cka_matrix({label: f.X for label, f in pooled.items()})
     return {
         "transfer_matrix": transfer,
         "shift": shift,

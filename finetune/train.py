@@ -137,7 +137,8 @@ def _datamodules(cfg: DictConfig) -> tuple[BrainDataModule, list[str]]:
 
 def _best_weights(trainer: L.Trainer, module: SegmentationModule) -> str:
     """Load the best validation checkpoint's weights into ``module`` if there is one; say which were kept."""
-    callback = trainer.checkpoint_callback
+    monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == VAL_METRIC]
+    callback = monitored[0] if monitored else None
     best = getattr(callback, "best_model_path", "") if callback is not None else ""
     if not best or not Path(best).is_file():
         return "last"

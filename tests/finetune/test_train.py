@@ -78,6 +78,8 @@ def test_subcortical_then_brainstem_then_predict(tmp_path, cohort, pretrain_run)
     assert (sub / "overlays.png").stat().st_size > 1000
     assert (sub / "train_log" / "metrics.csv").is_file()
     assert (sub / "checkpoints" / "best.ckpt").is_file()  # validation selected it
+    summary = json.loads((sub / "summary.json").read_text())
+    assert summary["weights"].startswith("best val/dice=") and summary["steps"] == 4
     assert json.loads((sub / "run.json").read_text())["status"] == "complete"
 
     stem = train.run(_cfg(tmp_path, cohort, "stem", "stage=brainstem", "labels.k=2", "labels.seed=3", f"init={sub}"))
