@@ -11,20 +11,8 @@ from finetune.policy import build_segmentation_net
 from ssl_pretrain.errors import CheckpointError
 from ssl_pretrain.models.checkpoint import save_weights
 from ssl_pretrain.models.unet import build_encoder
+from tests.finetune.tiny_model import TINY
 
-TINY = {
-    "spatial_dims": 3,
-    "channels": [4, 8],
-    "strides": [1, 2],
-    "num_res_units": 1,
-    "subunits": 1,
-    "decoder_res_units": 1,
-    "kernel_size": 3,
-    "norm": "instance",
-    "act": "prelu",
-    "dropout": 0.0,
-    "upsample": "deconv",
-}
 ALL4 = ["T1w", "T2w", "FA", "MD"]
 
 

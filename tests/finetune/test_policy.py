@@ -12,23 +12,10 @@ from finetune.linear_head import HypercolumnHead, LinearProbeNet, hypercolumn
 from finetune.policy import apply_policy, build_segmentation_net, param_groups
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.models.unet import ResEncoder, UNet
+from tests.finetune.tiny_model import TINY as TINY_CONFIG
 
 OPTIM = {"lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 0, "min_lr_ratio": 0.0, "encoder_lr_scale": 0.1}
-TINY = OmegaConf.create(
-    {
-        "spatial_dims": 3,
-        "channels": [4, 8],
-        "strides": [1, 2],
-        "num_res_units": 1,
-        "subunits": 1,
-        "decoder_res_units": 1,
-        "kernel_size": 3,
-        "norm": "instance",
-        "act": "prelu",
-        "dropout": 0.0,
-        "upsample": "deconv",
-    }
-)
+TINY = OmegaConf.create(TINY_CONFIG)
 
 
 def test_hypercolumn_head_equals_conv_on_explicit_hypercolumn():

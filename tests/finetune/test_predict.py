@@ -17,21 +17,9 @@ from ssl_pretrain.config import compose_config
 from ssl_pretrain.data.cache import preprocessing_settings
 from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.models.checkpoint import save_weights
+from tests.finetune.tiny_model import TINY
 from tests.synthetic import write_synthetic_bids
 
-TINY = {
-    "spatial_dims": 3,
-    "channels": [4, 8],
-    "strides": [1, 2],
-    "num_res_units": 1,
-    "subunits": 1,
-    "decoder_res_units": 1,
-    "kernel_size": 3,
-    "norm": "instance",
-    "act": "prelu",
-    "dropout": 0.0,
-    "upsample": "deconv",
-}
 MODALITIES = ["T1w", "T2w", "FA", "MD"]
 
 
