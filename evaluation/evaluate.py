@@ -173,7 +173,7 @@ def run(cfg: DictConfig) -> Path:
         simulated = (Path(cfg.data.root) / TRUTH_FILE).is_file()
         results: dict[str, Any] = {
             "config": {"data.root": str(cfg.data.root), "runs": [str(r.path) for r in runs], "seeds": sorted(
-                {r.seed for r in runs if r.kind == "finetune"}), "preset": cfg.get("preset_name", "")},
+                {r.seed for r in runs if r.kind == "finetune"}), "spacing": cfg.data.spacing},
             "dataset": {"root": str(cfg.data.root), "simulated": simulated},
             "evaluate_config": to_flat_dict(cfg),
         }  # fmt: skip
