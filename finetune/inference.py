@@ -209,6 +209,22 @@ def predict_cached(
     return full
 
 
+def mask_to_brain(probs: torch.Tensor, brain: np.ndarray) -> torch.Tensor:
+    """Make every voxel outside ``brain`` (``(X, Y, Z)``, nonzero = brain) background, in place.
+
+    A stage's model learned tissue only inside its ROI; outside the brain its output is meaningless.
+
+    Args:
+        probs: ``(K, X, Y, Z)`` probabilities on the grid of ``brain``.
+    """
+    if tuple(brain.shape) != tuple(probs.shape[1:]):
+        raise ValueError(f"brain mask {brain.shape} does not match the probabilities {tuple(probs.shape)}")
+    outside = torch.from_numpy(~np.asarray(brain, dtype=bool))
+    probs[:, outside] = 0.0
+    probs[0, outside] = 1.0
+    return probs
+
+
 def predict_labels(probs: torch.Tensor) -> np.ndarray:
     """``(X, Y, Z)`` uint8 argmax of ``(K, X, Y, Z)`` probabilities."""
     return probs.argmax(0).to(torch.uint8).numpy()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from finetune.inference import InferenceSettings, predict_cached, predict_labels
+from finetune.inference import InferenceSettings, mask_to_brain, predict_cached, predict_labels
 from finetune.metrics import roi_metrics
 from finetune.policy import apply_policy, encoder_frozen, encoder_of, param_groups
 from finetune.roi import roi_mask, roi_mask_torch
@@ -133,7 +133,7 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, item: dict[str, Any], batch_idx: int) -> None:
         subject = self.val_subjects[item[B.SUBJECT]]
-        probs = predict_cached(self.net, subject, self.inference, device=self.device)
+        probs = mask_to_brain(predict_cached(self.net, subject, self.inference, device=self.device), subject.brain)
         roi = self.roi.volume_mask(np.asarray(subject.regions))
         truth = np.asarray(subject.tissue).astype(np.int64)
         m = roi_metrics(predict_labels(probs), truth, roi, self.roi.spacing, hd95=False)

@@ -45,7 +45,7 @@ from finetune.bids_output import (
     write_probseg,
     write_volumes,
 )
-from finetune.inference import InferenceSettings, predict_cached
+from finetune.inference import InferenceSettings, mask_to_brain, predict_cached
 from finetune.init import load_segmentation_model
 from ssl_pretrain.data.bids import parse_name
 from ssl_pretrain.data.cache import CachedSubject, preprocess
@@ -174,10 +174,8 @@ def predict_subject(
         ``(labels (X, Y, Z) uint8, probabilities (4, X, Y, Z) float32, native affine 4x4)``.
     """
     probs = predict_cached(net, subject, settings, device, use)
-    if brain_mask and subject.brain.shape == tuple(probs.shape[1:]):
-        outside = torch.from_numpy(~np.asarray(subject.brain, dtype=bool))
-        probs[:, outside] = 0.0
-        probs[0, outside] = 1.0
+    if brain_mask:
+        mask_to_brain(probs, subject.brain)
     cval = np.zeros(probs.shape[0])
     cval[0] = 1.0  # outside the cached box: background
     native = to_native(probs.numpy(), subject, order=1, cval=cval.tolist())

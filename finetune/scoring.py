@@ -1,8 +1,8 @@
 """Scoring a trained model on whole test volumes: the rows of a run's ``metrics.csv`` and its overlays.
 
 Each test subject's whole cached volume is predicted with sliding-window inference (as ``bssl predict``
-does) and compared with its tissue labels inside the stage's ROI on the cache grid (Dice, HD95 in mm,
-predicted and true volumes in mm³; :func:`finetune.metrics.roi_metrics`).
+does, background outside the brain mask) and compared with its tissue labels inside the stage's ROI on
+the cache grid (Dice, HD95 in mm, predicted and true volumes in mm³; :func:`finetune.metrics.roi_metrics`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from finetune.bids_output import write_text
 from finetune.figures import OverlayCase
-from finetune.inference import InferenceSettings, predict_cached, predict_labels
+from finetune.inference import InferenceSettings, mask_to_brain, predict_cached, predict_labels
 from finetune.metrics import metric_columns, roi_metrics
 from finetune.module import StageROI
 from ssl_pretrain.data.cache import CachedSubject
@@ -54,7 +54,7 @@ def score_subjects(
     rows: list[dict[str, object]] = []
     cases: list[OverlayCase] = []
     for subject in tqdm(subjects, desc="test", unit="subject", disable=None):
-        probs = predict_cached(net, subject, settings, device)
+        probs = mask_to_brain(predict_cached(net, subject, settings, device), subject.brain)
         pred = predict_labels(probs)
         truth = np.asarray(subject.tissue).astype(np.int64)
         mask = roi.volume_mask(np.asarray(subject.regions))
