@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from evaluation.learning_curves import best_init_per_k
-from evaluation.results_file import RESULTS_FILE, to_jsonable, write_results, write_text_atomic
+from evaluation.results_file import RESULTS_FILE, to_jsonable, write_results
+from ssl_pretrain.atomic import write_text_atomic
 
 REPORT_FILE = "report.html"
 

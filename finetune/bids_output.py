@@ -16,8 +16,6 @@ interrupted run never leaves a half-written image that a later run would trust.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from ssl_pretrain.atomic import atomic_path
 from ssl_pretrain.data.labels import REGION_INDEX, TISSUE_CLASSES, region_group_indices
 
 DERIVATIVE_NAME = "bssl"
@@ -52,16 +51,9 @@ VOLUME_COLUMNS = [
 
 def _atomic(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then move the result onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=suffix) as tmp:
+        write(tmp)
 
 
 def write_text(path: str | Path, text: str) -> None:

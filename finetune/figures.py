@@ -9,13 +9,13 @@ convention: the subject's right on the right).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+
+from ssl_pretrain.atomic import atomic_path
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -107,15 +107,9 @@ def overlay_figure(path: str | Path, cases: Sequence[OverlayCase], suptitle: str
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
     return path

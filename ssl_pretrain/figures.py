@@ -16,12 +16,12 @@ Figures are written atomically (temporary file + rename) with matplotlib's Agg b
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+
+from ssl_pretrain.atomic import atomic_path
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -37,15 +37,9 @@ from ssl_pretrain.errors import DataError
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG to ``path`` atomically and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import ssl_pretrain
+from ssl_pretrain.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 RUN_RECORD = "run.json"
@@ -31,17 +30,7 @@ RUN_RECORD = "run.json"
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     """Write ``payload`` as JSON to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def device_name() -> str:

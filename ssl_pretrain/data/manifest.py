@@ -17,11 +17,11 @@ paths are relative to the manifest's directory; an empty cell or ``n/a`` means m
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ssl_pretrain.atomic import write_text_atomic
 from ssl_pretrain.errors import DataError
 
 KNOWN_MODALITIES = ("T1w", "T2w", "FA", "MD")
@@ -232,12 +232,4 @@ def write_manifest(records: Sequence[SubjectRecord], path: str | Path) -> None:
             if any(ch in value for ch in "\t\r\n"):
                 raise ValueError(f"{record.key}: the '{column}' value {value!r} holds a tab or newline")
         lines.append("\t".join(row))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "\n".join(lines) + "\n")

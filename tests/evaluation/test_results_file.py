@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.results_file import load_results, to_jsonable, write_results, write_text_atomic
+from evaluation.results_file import load_results, to_jsonable, write_results
+from ssl_pretrain.atomic import write_text_atomic
 from ssl_pretrain.errors import DataError
 
 
