@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The whole transfer study on the demo cohort (simulated into $(DATA) first if missing); ends with the
+# report's path. Finished stages are reused on a re-run. ARGS passes Hydra overrides, e.g. ARGS=preset=full.
+study: $(STAMP)
+	$(BIN)/bssl study data.root=$(DATA) $(ARGS)
+
 demo: $(STAMP)
 	$(BIN)/bssl demo-data data.root=$(DATA)
 
@@ -28,9 +33,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/loader.py
-	$(BIN)/python benchmarks/pretrain_step.py
-	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

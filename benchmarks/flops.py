@@ -7,15 +7,17 @@ large ``torch.mm`` in the same process, so ``achieved / peak`` compares a worklo
 machine reaches on dense fp32 matmul with the same thread count.
 
 Usage from another benchmark: ``from flops import count_flops, matmul_peak`` (benchmarks/ on sys.path),
-or run this file to print the peak as JSON.
+or run this file (``[--n 2048] [--repeats 10]``) to print the peak as JSON; its ratio,
+``matmul_median_vs_peak``, says how steady the machine is (1 = every repeat as fast as the best).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -72,5 +74,16 @@ def matmul_peak(
     }
 
 
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The measured matmul peak as a dict, with its ``ratios`` (``matmul_median_vs_peak``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2048, help="matrix size")
+    parser.add_argument("--repeats", type=int, default=10, help="timed products")
+    args = parser.parse_args(argv)
+    peak = matmul_peak(n=args.n, repeats=args.repeats)
+    ratios = {"matmul_median_vs_peak": round(peak["median_flops_per_s"] / peak["flops_per_s"], 3)}
+    return {"threads": torch.get_num_threads(), **peak, "ratios": ratios}
+
+
 if __name__ == "__main__":
-    print(json.dumps({"threads": torch.get_num_threads(), **matmul_peak()}))
+    print(json.dumps(run()))

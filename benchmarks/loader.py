@@ -34,7 +34,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -135,7 +137,8 @@ def torchio_pipeline(
     return count, time.perf_counter() - start, time.process_time() - cpu
 
 
-def main() -> None:
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark (printing its table) and return its figures, with ``ratios`` (the speed-ups)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, help="a BIDS dataset (default: write synthetic demo-like data)")
     parser.add_argument("--subjects", type=int, default=8)
@@ -148,7 +151,7 @@ def main() -> None:
     parser.add_argument("--spv", type=int, default=1, help="TorchIO samples_per_volume of the headline ratio")
     parser.add_argument("--spv-amortised", type=int, default=8, help="second TorchIO setting reported")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data and cache")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one core per loader process, for both pipelines
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     work = Path(tempfile.mkdtemp(prefix="bssl-bench-"))
@@ -208,23 +211,30 @@ def main() -> None:
     )
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    print(
-        json.dumps(
-            {
-                "loader_speedup_vs_torchio": round(speedup, 2),
-                "patches_per_s": round(rate["ours (augmented)"], 2),
-                "torchio_patches_per_s": round(rate[headline], 2),
-                "rate_unit": "per CPU-second, single thread" if w == 0 else "per wall-second",
-                "torchio_spv": args.spv,
-                f"loader_speedup_vs_torchio_spv{k}": round(speedup_k, 2),
-                f"torchio_spv{k}_patches_per_s": round(rate[amortised], 2),
-                f"loader_speedup_vs_torchio_spv{k}_no_augment": round(plain, 2),
-                "patches_per_s_no_augment_float32": round(rate[plain_ours], 1),
-                "patches_per_s_no_augment_float16": round(rate["ours, no augmentation, float16 cache"], 1),
-                "preprocess_s_per_subject": round(cold / len(records), 3),
-            }
-        )
-    )
+    ratios = {
+        "loader_speedup_vs_torchio": round(speedup, 2),
+        f"loader_speedup_vs_torchio_spv{k}": round(speedup_k, 2),
+        f"loader_speedup_vs_torchio_spv{k}_no_augment": round(plain, 2),
+    }
+    return {
+        "loader_speedup_vs_torchio": round(speedup, 2),
+        "patches_per_s": round(rate["ours (augmented)"], 2),
+        "torchio_patches_per_s": round(rate[headline], 2),
+        "rate_unit": "per CPU-second, single thread" if w == 0 else "per wall-second",
+        "torchio_spv": args.spv,
+        f"loader_speedup_vs_torchio_spv{k}": round(speedup_k, 2),
+        f"torchio_spv{k}_patches_per_s": round(rate[amortised], 2),
+        f"loader_speedup_vs_torchio_spv{k}_no_augment": round(plain, 2),
+        "patches_per_s_no_augment_float32": round(rate[plain_ours], 1),
+        "patches_per_s_no_augment_float16": round(rate["ours, no augmentation, float16 cache"], 1),
+        "preprocess_s_per_subject": round(cold / len(records), 3),
+        "ratios": ratios,
+    }
+
+
+def main() -> None:
+    """Print the table, then the figures as one JSON line."""
+    print(json.dumps(run()))
 
 
 if __name__ == "__main__":

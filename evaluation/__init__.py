@@ -2,7 +2,7 @@
 
 Modules (import what you need; nothing heavy is imported here):
 
-- :mod:`evaluation.metrics`: Dice, HD95 and class volumes inside an ROI.
+- :mod:`evaluation.metrics`: Dice, HD95 and class volumes inside an ROI (:mod:`finetune.metrics`, re-exported).
 - :mod:`evaluation.statistics`: bootstrap CIs, Holm correction, paired Wilcoxon, Cohen's d.
 - :mod:`evaluation.features`: frozen-encoder features at sampled voxels (:class:`RegionFeatures`).
 - :mod:`evaluation.probes`: linear / kNN probes and the region-to-region transfer matrix.
@@ -11,5 +11,7 @@ Modules (import what you need; nothing heavy is imported here):
 - :mod:`evaluation.learning_curves`: label-efficiency curves, paired comparisons, segmentation summaries.
 - :mod:`evaluation.group_analysis`: patients versus controls.
 - :mod:`evaluation.results_file`: ``results.json`` (strict JSON, atomic writes).
-- :mod:`evaluation.figures`, :mod:`evaluation.report`: PNG figures and the self-contained ``report.html``.
+- :mod:`evaluation.compute`: wall-clock compute of each initialisation's chain of runs.
+- :mod:`evaluation.figures`, :mod:`evaluation.report`: PNG figures and the self-contained ``report.html``
+  (:mod:`evaluation.captions`, :mod:`evaluation.report_html`, :mod:`evaluation.report_sections`).
 """

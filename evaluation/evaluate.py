@@ -4,7 +4,9 @@ Data flow: the runs named in ``runs`` (:mod:`evaluation.runs`) → per-subject D
 (segmentation table, label-efficiency curves, paired comparisons) · frozen encoders on the cached
 volumes (:mod:`evaluation.transfer`: probes, shift, CKA) · classical baselines on the same test
 subjects and ROIs · ``volumes.tsv`` of prediction runs (group analysis, with the simulated truth when
-the data are the demo cohort) → ``results.json`` + ``report.html`` in the run directory.
+the data are the demo cohort; GM/WM volumes only where ``in_model_roi`` says the model was trained there)
+· ``run.json`` of every run and of the runs each initialisation started from (compute per init)
+→ ``results.json`` + ``report.html`` in the run directory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation.baselines import gmm_segment, hmrf_segment
+from evaluation.compute import compute_per_init
 from evaluation.figures import figures_from_results, group_png
 from evaluation.group_analysis import compare_groups
 from evaluation.learning_curves import best_init_per_k, comparisons, learning_curves, segmentation_summary
@@ -34,6 +37,7 @@ from ssl_pretrain.data.cache import CachedSubject, preprocess
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.data.split import split_subjects
 from ssl_pretrain.data.validate import load_records
+from ssl_pretrain.errors import DataError
 from ssl_pretrain.models.checkpoint import load_weights
 from ssl_pretrain.models.unet import ResEncoder
 from ssl_pretrain.run_dir import run_context
@@ -107,28 +111,70 @@ def baseline_rows(
     return rows
 
 
+TISSUE_MEASURES = ("CSF", "GM", "WM")  # measure suffixes that are model predictions (vs. region volumes)
+
+
+def _in_model_roi(long: pd.DataFrame) -> pd.Series:
+    """The ``in_model_roi`` column as booleans (every row, when an older ``volumes.tsv`` lacks it)."""
+    if "in_model_roi" not in long.columns:
+        log.warning("volumes.tsv has no in_model_roi column: every region's tissue volumes are taken as valid")
+        return pd.Series(True, index=long.index)
+    return long["in_model_roi"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+
+
 def volume_table(run: Run) -> pd.DataFrame:
-    """One row per subject from a prediction run's ``volumes.tsv``: ``<region>_volume``, ``_GM``, ``_WM``."""
-    long = pd.read_csv(run.path / "volumes.tsv", sep="\t", na_values="n/a")
+    """One row per subject from a prediction run's ``volumes.tsv``: ``<region>_volume``, ``_GM``, ``_WM``, ``_CSF``.
+
+    ``<region>_volume`` counts the voxels of the subject's region labels, so it is valid for every region.
+    ``<region>_GM`` / ``_WM`` / ``_CSF`` are the model's tissue predictions and are kept only where the row
+    says ``in_model_roi`` (the model learned tissue only inside its stage's ROI; elsewhere they are
+    extrapolations): outside it they are NaN.
+    """
+    long = pd.read_csv(
+        run.path / "volumes.tsv", sep="\t", na_values="n/a", dtype={"participant_id": str, "session": str}
+    )
     long["subject"] = long["participant_id"].astype(str) + long["session"].fillna("").map(
         lambda s: f"_ses-{s}" if s else ""
     )
-    wide = long.pivot_table(index=["subject", "group"], columns="region", values=["region_mm3", "GM_mm3", "WM_mm3"])
-    names = {"region_mm3": "volume", "GM_mm3": "GM", "WM_mm3": "WM"}
+    tissue = [f"{c}_mm3" for c in TISSUE_MEASURES if f"{c}_mm3" in long.columns]
+    long.loc[~_in_model_roi(long), tissue] = np.nan
+    wide = (
+        long.groupby(["subject", "participant_id", "group", "region"], sort=False)[["region_mm3", *tissue]]
+        .mean()
+        .unstack("region")
+    )
+    names = {"region_mm3": "volume", **{f"{c}_mm3": c for c in TISSUE_MEASURES}}
     wide.columns = [f"{region}_{names[value]}" for value, region in wide.columns]
     return wide.reset_index()
 
 
+TRUTH_WHOLE_BRAIN = {"GM": "gm_volume_mm3", "WM": "wm_volume_mm3", "CSF": "csf_volume_mm3"}
+
+
+def truth_column(measure: str) -> str:
+    """The ``subject_truth.tsv`` column of a measure (``pons_volume`` → ``pons_volume_mm3``, …)."""
+    region, kind = measure.rsplit("_", 1)
+    if kind == "volume":
+        return f"{region}_volume_mm3"
+    if region == "whole_brain" and kind in TRUTH_WHOLE_BRAIN:
+        return TRUTH_WHOLE_BRAIN[kind]
+    return f"{region}_{kind.lower()}_volume_mm3"
+
+
 def truth_effects(data_root: Path, measures: Sequence[str], control: str) -> dict[str, float]:
-    """True group differences (%) of the simulated demo cohort, where the truth table names a measure."""
+    """True group differences (%) of the simulated demo cohort, where the truth table names a measure.
+
+    The demo cohort's ``derivatives/simulation/subject_truth.tsv`` gives brainstem, midbrain, pons and
+    medulla volumes, brainstem GM/WM and whole-brain GM/WM/CSF (partial-volume sums, mm³); it has no
+    subcortical columns, so subcortical measures get no truth.
+    """
     path = data_root / TRUTH_FILE
     if not path.is_file():
         return {}
     truth = pd.read_csv(path, sep="\t")
     out = {}
     for measure in measures:
-        region, kind = measure.rsplit("_", 1)
-        column = f"{region}_volume_mm3" if kind == "volume" else f"{region}_{kind.lower()}_volume_mm3"
+        column = truth_column(measure)
         if column in truth.columns:
             means = truth.groupby("group")[column].mean()
             patients = [g for g in means.index if g != control]
@@ -137,24 +183,58 @@ def truth_effects(data_root: Path, measures: Sequence[str], control: str) -> dic
     return out
 
 
-def group_analysis(runs: Sequence[Run], cfg: DictConfig) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
-    """Patients vs controls on the predicted volumes of the (last) prediction run."""
+def excluded_measures(table: pd.DataFrame, measures: Sequence[str]) -> list[dict[str, str]]:
+    """The configured measures that cannot be compared, each with the reason."""
+    out = []
+    for measure in measures:
+        region, kind = measure.rsplit("_", 1)
+        if measure not in table.columns:
+            reason = f"volumes.tsv has no '{kind}' of region '{region}'"
+        elif not table[measure].isna().all():
+            continue
+        elif kind in TISSUE_MEASURES:
+            reason = f"{kind} in {region} is outside the region the model was trained in (in_model_roi false)"
+        else:
+            reason = "no subject has a value"
+        out.append({"measure": measure, "reason": reason})
+    return out
+
+
+def group_analysis(runs: Sequence[Run], cfg: DictConfig) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Patients vs controls on the predicted volumes of the (last) prediction run.
+
+    Returns:
+        ``({"rows": compare_groups rows, "excluded": [{"measure", "reason"}], "source": volumes.tsv}, figures)``.
+    """
     predict = [r for r in runs if r.kind == "predict"]
     if not predict:
-        return [], {}
+        return {"rows": [], "excluded": []}, {}
+    source = predict[-1].path / "volumes.tsv"
     table = volume_table(predict[-1])
     participants = Path(cfg.data.root) / "participants.tsv"
+    if table.empty or table["group"].isna().all() or (table["group"].astype(str).str.strip() == "").all():
+        raise DataError(
+            participants if participants.is_file() else source,
+            "gives no subject a group, so patients cannot be compared with controls: add a 'group' column "
+            f"(e.g. {cfg.group.control}/ALS) and re-run `bssl predict`, or leave prediction runs out of runs=[…]",
+        )
     covariates = list(cfg.group.covariates)
     if covariates and participants.is_file():
-        extra = pd.read_csv(participants, sep="\t").rename(columns={"participant_id": "subject"})
-        table = table.merge(extra[["subject", *covariates]], on="subject", how="left")
-    measures = [m for m in cfg.group.measures if m in table.columns]
+        extra = pd.read_csv(participants, sep="\t", dtype={"participant_id": str})
+        table = table.merge(extra[["participant_id", *covariates]], on="participant_id", how="left")
+    excluded = excluded_measures(table, list(cfg.group.measures))
+    for e in excluded:
+        log.info("group analysis: not comparing %s: %s", e["measure"], e["reason"])
+    dropped = {e["measure"] for e in excluded}
+    measures = [m for m in cfg.group.measures if m not in dropped]
     truth = truth_effects(Path(cfg.data.root), measures, str(cfg.group.control))
     rows = compare_groups(
         table, measures, covariates, control=str(cfg.group.control), truth=truth or None,
-        n_boot=int(cfg.bootstrap.n), seed=int(cfg.seed), source=predict[-1].path / "volumes.tsv",
-    )  # fmt: skip
-    return rows, {"group_volumes": group_png(table, measures, order=[str(cfg.group.control)])}
+        n_boot=int(cfg.bootstrap.n), seed=int(cfg.seed), source=source,
+    ) if measures else []  # fmt: skip
+    control = [str(cfg.group.control)]
+    figures = {"group_volumes": group_png(table, measures, order=control, ylabel="volume (mm³)")} if measures else {}
+    return {"rows": rows, "excluded": excluded, "source": str(source)}, figures
 
 
 def _subjects(cfg: DictConfig) -> dict[str, list[CachedSubject]]:
@@ -185,7 +265,8 @@ def run(cfg: DictConfig) -> Path:
         brainstem = [row for row in rows if row["region"] == "brainstem"]
         if brainstem:
             curves = learning_curves(brainstem, n_boot=n_boot, seed=seed)
-            comps = comparisons(brainstem, n_boot=n_boot, seed=seed)
+            family = str(cfg.curves.get("holm_family", "all"))
+            comps = comparisons(brainstem, n_boot=n_boot, seed=seed, holm_family=family)
             results.update(learning_curves=curves, comparisons=comps, best_per_k=best_init_per_k(curves, comps))
         figures: dict[str, bytes] = {}
         needs_data = cfg.probe.enabled or cfg.baselines.methods
@@ -206,13 +287,18 @@ def run(cfg: DictConfig) -> Path:
             results["baselines"] = {
                 m: segmentation_summary(r, n_boot=n_boot, seed=seed) for m, r in per_method.items() if r
             }
-        results["group_analysis"], group_figures = group_analysis(runs, cfg)
+        group, group_figures = group_analysis(runs, cfg)
+        results["group_analysis"], results["group_excluded"] = group["rows"], group["excluded"]
+        results["group_source"] = group.get("source")
         figures.update(group_figures)
         results["compute"] = {
             f"{r.kind}/{r.label}/{r.path.name}": {"seconds": r.record.get("seconds"), "device": r.record.get("device")}
             for r in runs
             if r.record
         }
+        results["compute_per_init"] = compute_per_init(runs)
+        for best in results.get("best_per_k", []):
+            best["compute_seconds"] = (results["compute_per_init"].get(best["best"]) or {}).get("seconds")
         figures.update(figures_from_results(results))
         for r in runs:
             if r.kind == "finetune" and r.k == "all" and (r.path / "overlays.png").is_file():

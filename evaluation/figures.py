@@ -144,18 +144,24 @@ def learning_curves_png(curves: Sequence[Mapping[str, Any]], ylabel: str = "brai
 
 
 def group_png(
-    table: pd.DataFrame, measures: Sequence[str], group_col: str = "group", order: Sequence[str] | None = None
+    table: pd.DataFrame,
+    measures: Sequence[str],
+    group_col: str = "group",
+    order: Sequence[str] | None = None,
+    ylabel: str = "",
 ) -> bytes:
     """Box plots with every subject as a dot, one panel per measure, groups side by side.
 
     Args:
         table: one row per subject with ``group_col`` and the measure columns.
         measures: columns to draw.
-        order: group order on the x axis (default: order of appearance).
+        order: groups first on the x axis (e.g. the controls); the others follow in order of appearance.
+        ylabel: the unit or quantity on the y axis (e.g. "volume (mm³)").
     """
     if not measures:
         raise ValueError("no measure to draw")
-    groups = list(order or dict.fromkeys(table[group_col].astype(str)))
+    present = list(dict.fromkeys(table[group_col].dropna().astype(str)))
+    groups = [g for g in (order or []) if g in present] + [g for g in present if g not in (order or [])]
     fig = Figure(figsize=(0.5 + 2.6 * len(measures), 3.6))
     axes = fig.subplots(1, len(measures), squeeze=False)[0]
     rng = np.random.default_rng(0)
@@ -167,6 +173,8 @@ def group_png(
         ax.set_xticks(range(1, len(groups) + 1), groups)
         ax.set_title(measure, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
+    if ylabel:
+        axes[0].set_ylabel(ylabel)
     return _png(fig)
 
 

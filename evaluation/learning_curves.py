@@ -15,7 +15,8 @@ How the numbers are made (the unit of replication is the *test subject*):
    the largest k when there is no ``"all"``), with a paired bootstrap CI over the subjects tested at both.
 5. ``comparisons``: for each k and each pair of inits, the paired difference over subjects tested under
    both (a − b), its bootstrap CI, a Wilcoxon signed-rank p (:func:`evaluation.statistics.paired_wilcoxon`)
-   and the Holm-adjusted p across *all* comparisons of the table.
+   and the Holm-adjusted p across *all* comparisons of the table (or, with ``holm_family="k"``, across the
+   comparisons at the same k).
 """
 
 from __future__ import annotations
@@ -131,14 +132,24 @@ def learning_curves(rows: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed:
     return out
 
 
-def comparisons(rows: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """Paired comparisons between every pair of inits at every k, Holm-corrected across the table.
+def comparisons(
+    rows: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int = 0, holm_family: str = "all"
+) -> list[dict[str, Any]]:
+    """Paired comparisons between every pair of inits at every k, Holm-corrected.
+
+    Args:
+        rows: per-subject Dice rows (module docstring).
+        n_boot, seed: bootstrap resamples and seed of the CIs.
+        holm_family: ``"all"``: one Holm family over every comparison of the table (the conservative
+            default); ``"k"``: one family per k (the pairs of inits compared at that k).
 
     Returns:
         Dicts with ``k``, ``a``, ``b``, ``delta`` (mean over subjects of a − b per-subject ``dice_mean``),
-        ``ci95``, ``median_delta``, ``p`` (Wilcoxon), ``p_holm``, ``n_subjects``; ordered by k, then pairs
-        in the order inits first appear in ``rows``.
+        ``ci95``, ``median_delta``, ``p`` (Wilcoxon), ``p_holm``, ``holm_family``, ``holm_m`` (tests in the
+        family), ``n_subjects``; ordered by k, then pairs in the order inits first appear in ``rows``.
     """
+    if holm_family not in ("all", "k"):
+        raise ValueError(f"holm_family must be 'all' or 'k', got {holm_family!r}")
     df = _frame(rows, ROW_KEYS)
     df["k"] = df["k"].map(normalise_k)
     means = subject_means(df, ["init", "k"])["dice_mean"]
@@ -164,17 +175,49 @@ def comparisons(rows: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int
                     "n_subjects": len(common),
                 }
             )
-    for row, adjusted in zip(out, holm([r["p"] for r in out]), strict=True):
-        row["p_holm"] = float(adjusted)
+    families = (
+        [out] if holm_family == "all" else [[r for r in out if r["k"] == k] for k in dict.fromkeys(r["k"] for r in out)]
+    )
+    for family in families:
+        m = sum(1 for r in family if np.isfinite(r["p"]))
+        for row, adjusted in zip(family, holm([r["p"] for r in family]), strict=True):
+            row.update(p_holm=float(adjusted), holm_family=holm_family, holm_m=m)
     return out
 
 
-def best_init_per_k(curves: Sequence[Mapping[str, Any]], comps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """For each k, the init with the highest ``dice_mean`` and how it compares with the runner-up.
+REFERENCE_INIT = "scratch"  # what every other initialisation must beat
+
+
+def paired_difference(comps: Sequence[Mapping[str, Any]], k: Any, a: str, b: str) -> dict[str, Any] | None:
+    """The comparison of ``a`` with ``b`` at ``k`` oriented as ``a − b`` (``delta``, ``ci95``, ``p``, ``p_holm``)."""
+    for c in comps:
+        if c["k"] != k or {c["a"], c["b"]} != {a, b}:
+            continue
+        sign = 1.0 if c["a"] == a else -1.0
+        ci = c.get("ci95") or [None, None]
+        lo, hi = (None if v is None else sign * v for v in ci)
+        bounds = None if lo is None or hi is None else [min(lo, hi), max(lo, hi)]
+        delta = c.get("delta")
+        return {
+            "delta": None if delta is None else sign * delta,
+            "ci95": bounds,
+            "p": c.get("p"),
+            "p_holm": c.get("p_holm"),
+            "n_subjects": c.get("n_subjects"),
+        }
+    return None
+
+
+def best_init_per_k(
+    curves: Sequence[Mapping[str, Any]], comps: Sequence[Mapping[str, Any]], reference: str = REFERENCE_INIT
+) -> list[dict[str, Any]]:
+    """For each k, the init with the highest ``dice_mean``, its margin over the runner-up and over ``reference``.
 
     Returns:
         Dicts with ``k``, ``best``, ``dice_mean``, ``ci95``, ``fraction_of_full``, ``runner_up``, ``delta``
-        (best − runner-up), ``delta_ci95``, ``p_holm`` (``None`` where there is a single init).
+        (best − runner-up, mean over paired test subjects), ``delta_ci95``, ``p_holm`` (``None`` where there
+        is a single init), and ``vs_reference`` (``{"init", "delta", "ci95", "p_holm"}`` of best − ``reference``;
+        ``None`` when the best is the reference or the reference was not run at that k).
     """
     out = []
     for k in sorted({c["k"] for c in curves}, key=k_order):
@@ -190,16 +233,17 @@ def best_init_per_k(curves: Sequence[Mapping[str, Any]], comps: Sequence[Mapping
             "delta": None,
             "delta_ci95": None,
             "p_holm": None,
+            "vs_reference": None,
         }
         if len(at_k) > 1:
-            second = at_k[1]["init"]
-            row["runner_up"] = second
-            for c in comps:
-                if c["k"] != k or {c["a"], c["b"]} != {best["init"], second}:
-                    continue
-                sign = 1.0 if c["a"] == best["init"] else -1.0
-                lo, hi = (sign * v for v in c["ci95"])
-                row.update(delta=sign * c["delta"], delta_ci95=[min(lo, hi), max(lo, hi)], p_holm=c["p_holm"])
+            row["runner_up"] = at_k[1]["init"]
+            pair = paired_difference(comps, k, best["init"], at_k[1]["init"])
+            if pair is not None:
+                row.update(delta=pair["delta"], delta_ci95=pair["ci95"], p_holm=pair["p_holm"])
+        if best["init"] != reference and any(c["init"] == reference for c in at_k):
+            pair = paired_difference(comps, k, best["init"], reference)
+            if pair is not None:
+                row["vs_reference"] = {"init": reference, **pair}
         out.append(row)
     return out
 

@@ -2,89 +2,35 @@
 
 ``results.json`` is written by :mod:`evaluation.results_file`.
 
-The report states what was run (config, seeds, compute), shows a banner when the data are simulated
-(``results["dataset"]["simulated"]`` or ``results["simulated"]`` true), gives every number with its 95%
-CI beside the classical baselines, and embeds each figure as a base64 PNG with a caption saying what was
-run to make it. No external CSS, JavaScript or image files: the HTML file is the whole report.
+The report opens with a banner when the data are simulated (``results["dataset"]["simulated"]`` or
+``results["simulated"]`` true) and with its answer: for each number of labelled brainstems k, which
+initialisation is best, by how much (difference with its 95% CI) and the Holm-corrected p, and what that
+initialisation cost in compute. The evidence follows (label-efficiency curves, paired comparisons,
+compute per initialisation, segmentation accuracy beside the classical baselines, region transfer,
+representation similarity, patients versus controls, example segmentations), then what was run. Each
+figure is a base64 PNG whose caption says what was run to make it (:mod:`evaluation.captions`). No
+external CSS, JavaScript or image files: the HTML file is the whole report.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from evaluation.captions import caption, flatten, run_summary
 from evaluation.learning_curves import best_init_per_k
+from evaluation.report_html import ci, details, duration, e, missing, num, pval, section, table
+from evaluation.report_sections import compute_section, group_section, similarity_section, transfer_section
 from evaluation.results_file import RESULTS_FILE, to_jsonable, write_results
 from ssl_pretrain.atomic import write_text_atomic
 
+__all__ = ["REPORT_FILE", "build_report", "is_simulated", "render_html", "run_summary"]
+
 REPORT_FILE = "report.html"
-
-CAPTIONS = {
-    "transfer_matrix": "Linear probes (GM vs WM) trained on frozen-encoder features of voxels in the row region "
-    "and tested in the column region on a disjoint set of subjects; cells give balanced accuracy (0.5 = chance).",
-    "cka": "Linear CKA (Kornblith et al. 2019) between representations of the same voxels "
-    "(1 = the same up to rotation and scale, 0 = unrelated).",
-    "shift": "Cross-validated balanced accuracy of a linear classifier telling one region's features from "
-    "another's, with GM/WM proportions matched (0.5 = the regions look the same to the encoder, 1 = fully distinct).",
-    "learning_curves": "Brainstem fine-tuning from each initialisation with k labelled subjects; mean GM/WM Dice over "
-    "test subjects (seeds averaged per subject first); bands are 95% bootstrap CIs over test subjects.",
-    "group": "Per-subject measures from the predicted segmentations, patients vs controls; boxes show quartiles, "
-    "dots are subjects.",
-    "overlay": "Predicted tissue labels (CSF blue, GM orange, WM yellow) over the T1w image.",
-}
 SECTION_OF = {"transfer_matrix": "transfer", "cka": "similarity", "shift": "similarity", "learning_curves": "curves"}
-
-
-# ---------------------------------------------------------------- formatting
-
-
-def _num(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
-        return str(x)
-    return f"{float(x):.{digits}f}"
-
-
-def _ci(ci: Any, digits: int = 3) -> str:
-    if not ci or len(ci) != 2 or any(v is None for v in ci):
-        return ""
-    return f" [{_num(ci[0], digits)}, {_num(ci[1], digits)}]"
-
-
-def _p(p: Any) -> str:
-    if p is None or (isinstance(p, float) and not math.isfinite(p)):
-        return "–"
-    return "&lt;0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """An HTML table; cells are already-escaped HTML."""
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def is_simulated(results: Mapping[str, Any]) -> bool:
@@ -93,222 +39,226 @@ def is_simulated(results: Mapping[str, Any]) -> bool:
     return bool(results.get("simulated") or (isinstance(dataset, Mapping) and dataset.get("simulated")))
 
 
-def run_summary(results: Mapping[str, Any]) -> str:
-    """One line saying what was run (preset, seeds, data), appended to every caption."""
-    flat = _flatten(results.get("config") or {})
-    wanted = [k for k in flat if k.split(".")[-1] in ("preset", "seeds", "seed", "root", "probe", "n_voxels")]
-    parts = [f"{k}={flat[k]}" for k in wanted[:6]]
-    return "; ".join(parts) if parts else "configuration in the 'What was run' section"
+def _supported(ci95: Any, p: Any) -> bool:
+    """A difference the data support: its CI excludes 0 and its Holm p is below 0.05."""
+    return bool(ci95) and None not in ci95 and (ci95[0] > 0 or ci95[1] < 0) and p is not None and p < 0.05
 
 
-# ---------------------------------------------------------------- sections
-
-
-def _section(sid: str, title: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
-
-
-def _missing(what: str) -> str:
-    return f'<p class="missing">Not part of this evaluation ({_e(what)} not run or not configured).</p>'
-
-
-def _what_was_run(results: Mapping[str, Any]) -> str:
-    flat = _flatten(results.get("config") or {})
-    body = "<p>Every number below comes from the runs listed here; re-running with other seeds gives other numbers, "
-    body += "which is why each carries its 95% confidence interval.</p>"
-    body += _table(["setting", "value"], ([_e(k), _e(v)] for k, v in flat.items())) if flat else _missing("config")
-    compute = results.get("compute") or {}
-    if compute:
-        rows = ([_e(k), _num(v.get("seconds"), 0), _e(v.get("device", ""))] for k, v in compute.items())
-        body += "<h3>Compute</h3>" + _table(["stage", "seconds", "device"], rows)
-    return _section("what-was-run", "What was run", body)
-
-
-def _segmentation(results: Mapping[str, Any]) -> str:
-    seg = results.get("segmentation") or {}
-    baselines = {m: v for m, v in (results.get("baselines") or {}).items() if v}
-    if not seg and not baselines:
-        return _section("segmentation", "Segmentation accuracy", _missing("segmentation"))
-    regions = list(dict.fromkeys([*seg, *(r for b in baselines.values() for r in b)]))
-    rows = []
-    for region in regions:
-        classes = dict.fromkeys([*(seg.get(region) or {}), *(c for b in baselines.values() for c in b.get(region, {}))])
-        for cls in classes:
-            cells = [_e(region), _e(cls)]
-            for source in (seg, *baselines.values()):
-                entry = (source.get(region) or {}).get(cls) or {}
-                cells.append(_num(entry.get("dice")) + _ci(entry.get("ci95")) if entry else "–")
-            rows.append(cells)
-    header = ["region", "class", "deep model Dice [95% CI]", *(f"{_e(m)} (classical)" for m in baselines)]
-    body = "<p>Dice overlap with the reference labels inside each region (1 = perfect), over test subjects.</p>"
-    return _section("segmentation", "Segmentation accuracy", body + _table(header, rows))
-
-
-def _verdict(b: Mapping[str, Any]) -> str:
+def _verdict(b: Mapping[str, Any], cost: Mapping[str, Any]) -> str:
     """One sentence on the best initialisation at one k."""
-    text = f"k = {_e(b['k'])}: <b>{_e(b['best'])}</b> reaches Dice {_num(b.get('dice_mean'))}{_ci(b.get('ci95'))}"
-    if b.get("runner_up") is None or b.get("delta") is None:
-        return text + "."
-    ci, p = b.get("delta_ci95") or [None, None], b.get("p_holm")
-    supported = None not in ci and (ci[0] > 0 or ci[1] < 0) and p is not None and p < 0.05
-    text += f", {_num(b['delta'])}{_ci(ci)} above {_e(b['runner_up'])} (p Holm {_p(p)}): "
-    return text + ("a difference these data support." if supported else "not a difference these data can confirm.")
+    text = f"k = {e(b['k'])}: <b>{e(b['best'])}</b> reaches Dice {num(b.get('dice_mean'))}{ci(b.get('ci95'))}"
+    if b.get("runner_up") is not None and b.get("delta") is not None:
+        bounds, p = b.get("delta_ci95") or [None, None], b.get("p_holm")
+        text += f", {num(b['delta'])}{ci(bounds)} above {e(b['runner_up'])} (p Holm {pval(p)}): "
+        text += (
+            "a difference these data support" if _supported(bounds, p) else "not a difference these data can confirm"
+        )
+    ref = b.get("vs_reference")
+    if ref and ref.get("init") != b.get("runner_up") and ref.get("delta") is not None:
+        text += f"; {num(ref['delta'])}{ci(ref.get('ci95'))} above {e(ref['init'])} (p Holm {pval(ref.get('p_holm'))})"
+    seconds = b.get("compute_seconds", (cost.get(str(b["best"])) or {}).get("seconds"))
+    if seconds is not None:
+        text += f". It cost {duration(seconds)} of compute"
+    return text + "."
 
 
 def _best(results: Mapping[str, Any]) -> str:
     curves, comps = results.get("learning_curves") or [], results.get("comparisons") or []
     best = results.get("best_per_k") or (best_init_per_k(curves, comps) if curves else [])
+    title = "Which initialisation is best"
     if not best:
-        return _section("best-per-k", "Which initialisation is best", _missing("label-efficiency sweep"))
-    with_cost = any(b.get("compute_seconds") is not None for b in best)
+        return section("best-per-k", title, missing("label-efficiency sweep"))
+    cost = results.get("compute_per_init") or {}
     rows = []
     for b in best:
-        frac = b.get("fraction_of_full")
-        row = [
-            _e(b["k"]),
-            f"<b>{_e(b['best'])}</b>",
-            _num(b.get("dice_mean")) + _ci(b.get("ci95")),
-            _num(None if frac is None else 100 * frac, 1) + ("%" if frac is not None else ""),
-            _e(b.get("runner_up") or "–"),
-            _num(b.get("delta")) + _ci(b.get("delta_ci95")),
-            _p(b.get("p_holm")),
-        ]
-        rows.append([*row, _num(b.get("compute_seconds"), 0)] if with_cost else row)
-    header = ["k", "best", "Dice [95% CI]", "of full-label Dice", "runner-up", "difference [95% CI]", "p (Holm)"]
-    header += ["compute of best (s)"] if with_cost else []
-    body = "<p>For each number of labelled brainstems k, the initialisation with the highest mean Dice and its margin "
-    body += "over the next best (paired over test subjects). A CI that includes 0 or p (Holm) ≥ 0.05 means the data "
-    body += "do not show a difference.</p>"
-    body += "<ul>" + "".join(f"<li>{_verdict(b)}</li>" for b in best) + "</ul>"
-    return _section("best-per-k", "Which initialisation is best", body + _table(header, rows))
+        frac, ref = b.get("fraction_of_full"), b.get("vs_reference") or {}
+        seconds = b.get("compute_seconds", (cost.get(str(b["best"])) or {}).get("seconds"))
+        rows.append(
+            [
+                e(b["k"]),
+                f"<b>{e(b['best'])}</b>",
+                num(b.get("dice_mean")) + ci(b.get("ci95")),
+                num(None if frac is None else 100 * frac, 1) + ("%" if frac is not None else ""),
+                e(b.get("runner_up") or "–"),
+                num(b.get("delta")) + ci(b.get("delta_ci95")),
+                pval(b.get("p_holm")),
+                num(ref.get("delta")) + ci(ref.get("ci95")) if ref else "–",
+                pval(ref.get("p_holm")) if ref else "–",
+                duration(seconds),
+            ]
+        )
+    header = ["k", "best", "Dice [95% CI]", "of its full-label Dice", "runner-up", "best − runner-up [95% CI]"]
+    header += ["p (Holm)", "best − scratch [95% CI]", "p (Holm)", "compute of best"]
+    body = "<p>For each number of labelled brainstems k: the initialisation with the highest mean GM/WM Dice over "
+    body += "test subjects, its margin over the next best and over training from scratch (paired over test "
+    body += "subjects), and the compute its whole chain of runs took (see <a href='#compute'>Compute</a>). A "
+    body += "difference whose CI includes 0, or whose p (Holm) is ≥ 0.05, is not shown by these data."
+    body += _holm_note(comps) + "</p><ul>" + "".join(f"<li>{_verdict(b, cost)}</li>" for b in best) + "</ul>"
+    return section("best-per-k", title, body + table(header, rows))
 
 
 def _curves(results: Mapping[str, Any], figs: str) -> str:
     curves = results.get("learning_curves") or []
     if not curves:
-        return _section("learning-curves", "Label efficiency", _missing("label-efficiency sweep") + figs)
+        return section("learning-curves", "Label efficiency", missing("label-efficiency sweep") + figs)
     rows = [
         [
-            _e(c["init"]),
-            _e(c["k"]),
-            _num(c.get("dice_mean")) + _ci(c.get("ci95")),
-            _num(c.get("fraction_of_full")) + _ci(c.get("fraction_ci95")),
-            _num(c.get("n_seeds")),
-            _num(c.get("n_subjects")),
+            e(c["init"]),
+            e(c["k"]),
+            num(c.get("dice_mean")) + ci(c.get("ci95")),
+            " · ".join(f"{e(k)} {num(v.get('dice'))}" for k, v in (c.get("per_class") or {}).items()) or "–",
+            num(c.get("fraction_of_full")) + ci(c.get("fraction_ci95")),
+            num(c.get("n_seeds")),
+            num(c.get("n_subjects")),
         ]
         for c in curves
     ]
-    header = ["initialisation", "k", "Dice [95% CI]", "fraction of full [95% CI]", "seeds", "test subjects"]
-    return _section("learning-curves", "Label efficiency", _table(header, rows) + figs)
+    header = ["initialisation", "k", "mean Dice [95% CI]", "Dice per class", "fraction of full-label Dice [95% CI]"]
+    header += ["seeds", "test subjects"]
+    return section("learning-curves", "Label efficiency", figs + details("Numbers", table(header, rows)))
+
+
+def _holm_note(comps: list[Mapping[str, Any]]) -> str:
+    """Why a corrected p may not reach 0.05: the family size and the smallest exact Wilcoxon p."""
+    per_k = any(c.get("holm_family") == "k" for c in comps)
+    m = max((int(c["holm_m"]) for c in comps if c.get("holm_m")), default=0) if per_k else 0
+    m = m or sum(1 for c in comps if c.get("p") is not None)
+    n = min((int(c["n_subjects"]) for c in comps if c.get("n_subjects")), default=0)
+    if not m or not n:
+        return ""
+    floor = min(1.0, m * 2.0 / 2**n)
+    family = f"up to m = {m} comparisons at the same k" if per_k else f"all m = {m} comparisons of this table"
+    text = f" Holm's correction runs over {family}. With n = {n} test subjects the "
+    text += f"smallest exact Wilcoxon p is {pval(2.0 / 2**n)}, so no corrected p can fall below {pval(floor)} here"
+    return text + (": more test subjects are needed to show any difference." if floor >= 0.05 else ".")
 
 
 def _comparisons(results: Mapping[str, Any]) -> str:
     comps = results.get("comparisons") or []
     if not comps:
-        return _section("comparisons", "Paired comparisons", _missing("comparisons"))
+        return section("comparisons", "Paired comparisons", missing("comparisons"))
     rows = [
         [
-            _e(c["k"]),
-            f"{_e(c['a'])} − {_e(c['b'])}",
-            _num(c.get("delta")) + _ci(c.get("ci95")),
-            _p(c.get("p")),
-            _p(c.get("p_holm")),
-            _num(c.get("n_subjects")),
+            e(c["k"]),
+            f"{e(c['a'])} − {e(c['b'])}",
+            num(c.get("delta")) + ci(c.get("ci95")),
+            pval(c.get("p")),
+            pval(c.get("p_holm")),
+            num(c.get("n_subjects")),
         ]
         for c in comps
     ]
-    body = "<p>Difference in mean Dice, paired over test subjects; Wilcoxon signed-rank p, Holm-corrected over all "
-    body += "comparisons in this table. With fewer than 6 test subjects no p-value can fall below 0.05.</p>"
-    header = ["k", "a − b", "difference [95% CI]", "p", "p (Holm)", "subjects"]
-    return _section("comparisons", "Paired comparisons", body + _table(header, rows))
+    body = "<p>Difference in mean Dice (a − b; positive = a better), paired over test subjects; two-sided Wilcoxon "
+    body += f"signed-rank p and its Holm-corrected value.{_holm_note(comps)}</p>"
+    header = ["k", "a − b", "difference [95% CI]", "p", "p (Holm)", "test subjects"]
+    return section("comparisons", "Paired comparisons", body + details(f"{len(rows)} comparisons", table(header, rows)))
 
 
-def _matrix_tables(matrices: Mapping[str, Mapping[str, Mapping[str, Any]]], corner: str) -> str:
-    out = ""
-    for name, matrix in matrices.items():
-        cols = list(dict.fromkeys(c for r in matrix.values() for c in r))
-        rows = ([f"<b>{_e(r)}</b>", *(_num(matrix[r].get(c)) for c in cols)] for r in matrix)
-        out += f"<h3>{_e(name)}</h3>" + _table([_e(corner), *(_e(c) for c in cols)], rows)
-    return out
-
-
-def _transfer(results: Mapping[str, Any], figs: str) -> str:
-    tm = results.get("transfer_matrix") or {}
-    body = _matrix_tables(tm, "trained in ↓ / tested in →") if tm else _missing("region-transfer probes")
-    return _section("transfer", "Transfer between regions", body + figs)
-
-
-def _similarity(results: Mapping[str, Any], figs: str) -> str:
-    body = ""
-    if results.get("cka"):
-        body += "<h3>Linear CKA</h3>" + _matrix_tables(results["cka"], "")
-    if results.get("shift"):
-        body += "<h3>Shift between regions</h3>" + _matrix_tables(results["shift"], "")
-    return _section("similarity", "Representation similarity", (body or _missing("similarity")) + figs)
-
-
-def _group(results: Mapping[str, Any], figs: str) -> str:
-    rows_in = results.get("group_analysis") or []
-    if not rows_in:
-        return _section("group", "Patients versus controls", _missing("group analysis") + figs)
+def _segmentation(results: Mapping[str, Any]) -> str:
+    seg = results.get("segmentation") or {}
+    baselines = {m: v for m, v in (results.get("baselines") or {}).items() if v}
+    title = "Segmentation accuracy with all labels"
+    if not seg and not baselines:
+        return section("segmentation", title, missing("segmentation"))
+    regions = list(dict.fromkeys([*seg, *(r for b in baselines.values() for r in b)]))
     rows = []
-    for g in rows_in:
-        adjusted = _num(g.get("diff_pct_adjusted"), 1) + _ci(g.get("ci95_adjusted"), 1) if "p_adjusted" in g else "–"
-        rows.append(
-            [
-                _e(g["measure"]),
-                f"{_num(g.get('n_control'))} / {_num(g.get('n_patient'))}",
-                _num(g.get("diff_pct"), 1) + _ci(g.get("ci95"), 1),
-                _num(g.get("true_diff_pct"), 1),
-                _num(g.get("cohens_d"), 2) + _ci(g.get("cohens_d_ci95"), 2),
-                _p(g.get("p")),
-                _p(g.get("p_holm")),
-                _p(g.get("p_mannwhitney")),
-                adjusted,
-            ]
-        )
-    header = ["measure", "n controls / patients", "difference % [95% CI]", "true difference %", "Cohen's d [95% CI]"]
-    header += ["p (Welch)", "p (Holm)", "p (Mann–Whitney)", "adjusted difference % [95% CI]"]
-    body = "<p>Patients relative to controls (negative = smaller in patients). 'True difference' is the effect the "
-    body += "simulation put in, where known.</p>"
-    return _section("group", "Patients versus controls", body + _table(header, rows) + figs)
+    for region in regions:
+        classes = dict.fromkeys([*(seg.get(region) or {}), *(c for b in baselines.values() for c in b.get(region, {}))])
+        for cls in classes:
+            cells = [e(region), e(cls)]
+            for source in (seg, *baselines.values()):
+                entry = (source.get(region) or {}).get(cls) or {}
+                cells.append(num(entry.get("dice")) + ci(entry.get("ci95")) if entry else "–")
+            rows.append(cells)
+    header = ["region", "class", "deep model Dice [95% CI]", *(f"{e(m)} (classical) Dice" for m in baselines)]
+    body = "<p>Dice overlap with the reference labels inside each region (1 = perfect), over test subjects, for the "
+    body += "models trained with every labelled subject (k = all), beside classical tissue classifiers that use no "
+    body += "training labels.</p>"
+    return section("segmentation", title, body + table(header, rows))
 
 
-def _figure_html(key: str, png: bytes, caption: str) -> str:
+# Settings of the evaluation itself shown in "What was run" (the full config is in results.json).
+EVALUATE_SETTINGS = (
+    "data.split_seed", "data.test_fraction", "data.modalities", "curves.classes", "bootstrap.n", "probe.probe",
+    "probe.voxels_per_subject", "probe.max_subjects", "baselines.methods", "group.control", "group.covariates",
+)  # fmt: skip
+
+
+def _what_was_run(results: Mapping[str, Any]) -> str:
+    flat = flatten(results.get("config") or {})
+    runs = flat.pop("runs", None)
+    body = "<p>Every number above comes from the runs listed here; re-running with other seeds gives other numbers, "
+    body += "which is why each carries its 95% confidence interval.</p>"
+    settings = flatten(results.get("evaluate_config") or {})
+    flat.update({k: settings[k] for k in EVALUATE_SETTINGS if k in settings and k not in flat})
+    body += table(["setting", "value"], ([e(k), e(v)] for k, v in flat.items())) if flat else missing("config")
+    if runs:
+        items = "".join(f"<li>{e(r)}</li>" for r in runs)
+        body += details(f"{len(runs)} run directories", f"<ul>{items}</ul>")
+    compute = results.get("compute") or {}
+    if compute:
+        rows = ([e(k), duration(v.get("seconds")), e(v.get("device", ""))] for k, v in compute.items())
+        body += details(f"Wall-clock time of each of the {len(compute)} runs", table(["run", "time", "device"], rows))
+    return section("what-was-run", "What was run", body)
+
+
+def _figure_html(key: str, png: bytes, text: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return (
-        f'<figure id="fig-{_e(key)}"><img src="data:image/png;base64,{data}" alt="{_e(key)}">'
-        f"<figcaption>{_e(caption)}</figcaption></figure>"
+        f'<figure id="fig-{e(key)}"><img src="data:image/png;base64,{data}" alt="{e(key)}">'
+        f"<figcaption>{e(text)}</figcaption></figure>"
     )
 
 
-def _caption(key: str, captions: Mapping[str, str], run: str) -> str:
-    if key in captions:
-        text = captions[key]
-    else:
-        family = next((f for f in CAPTIONS if key.startswith(f)), None)
-        text = CAPTIONS.get(family or "", key.replace("_", " ").capitalize() + ".")
-    return f"{text} Run: {run}."
-
-
-STYLE = """body{font-family:system-ui,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+STYLE = """body{font-family:system-ui,Arial,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.2em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+td{white-space:nowrap}th{vertical-align:bottom}
 th{background:#f0f0f0}figure{margin:1em 0}img{max-width:100%}figcaption{font-size:.9em;color:#444}
-.banner{background:#fff3cd;border:2px solid #d39e00;padding:.8em;font-weight:bold}.missing{color:#777}"""
+.banner{background:#fff3cd;border:2px solid #d39e00;padding:.8em;font-weight:bold}.missing{color:#777}
+.note{background:#eef4fb;border-left:4px solid #4a7fb5;padding:.5em .8em}details{margin:.4em 0 1em}
+summary{cursor:pointer;color:#2a5d8f}nav{font-size:.9em}"""
+ORDER = [
+    ("best-per-k", "Which initialisation is best"),
+    ("learning-curves", "Label efficiency"),
+    ("comparisons", "Paired comparisons"),
+    ("compute", "Compute"),
+    ("segmentation", "Segmentation accuracy"),
+    ("transfer", "Transfer between regions"),
+    ("similarity", "Representation similarity"),
+    ("group", "Patients versus controls"),
+    ("overlays", "Example segmentations"),
+    ("what-was-run", "What was run"),
+    ("reading-notes", "How to read"),
+]
+NOTES = (
+    "<ul><li>Intervals are 95% bootstrap confidence intervals over test subjects (seeds averaged per subject "
+    "first); a difference whose interval contains 0 is not shown by these data.</li>"
+    "<li>p-values from many comparisons are Holm-corrected; read the corrected column.</li>"
+    "<li>Dice is NaN (left out of means) for a class absent from both prediction and reference in a region, and 0 "
+    "when absent from only one; HD95 is then undefined (both absent) or infinite (one absent).</li>"
+    "<li>Classical baselines (no training labels) sit beside the deep models: a deep model is only useful "
+    "where it beats them.</li>"
+    "<li>Dice inside the brainstem measures agreement with the reference labels, which are themselves uncertain "
+    "there.</li></ul>"
+)
+
+
+def _place(figures: Mapping[str, bytes], captions: Mapping[str, str], results: Mapping[str, Any]) -> dict[str, str]:
+    """Section id -> the HTML of its figures."""
+    placed: dict[str, str] = {}
+    for key, png in figures.items():
+        where = SECTION_OF.get(key) or next((v for f, v in SECTION_OF.items() if key.startswith(f)), None)
+        if where is None:
+            where = "group" if key.startswith("group") else "overlays" if key.startswith("overlay") else "other"
+        placed[where] = placed.get(where, "") + _figure_html(key, png, caption(key, captions, results))
+    return placed
 
 
 def render_html(
     results: Mapping[str, Any], figures: Mapping[str, bytes], captions: Mapping[str, str] | None = None
 ) -> str:
     """The report as one HTML string (see module docstring)."""
-    captions = captions or {}
-    run = run_summary(results)
-    placed: dict[str, str] = {}
-    for key, png in figures.items():
-        section = SECTION_OF.get(key) or next((v for f, v in SECTION_OF.items() if key.startswith(f)), None)
-        if section is None:
-            section = "group" if key.startswith("group") else "overlays" if key.startswith("overlay") else "other"
-        placed[section] = placed.get(section, "") + _figure_html(key, png, _caption(key, captions, run))
+    placed = _place(figures, captions or {}, results)
     banner = ""
     if is_simulated(results):
         banner = (
@@ -316,35 +266,27 @@ def render_html(
             "a simulation built from MRI templates with known effects. They test the toolkit, not the brain.</p>"
         )
     parts = [
-        _what_was_run(results),
-        _segmentation(results),
         _best(results),
         _curves(results, placed.get("curves", "")),
         _comparisons(results),
-        _transfer(results, placed.get("transfer", "")),
-        _similarity(results, placed.get("similarity", "")),
-        _group(results, placed.get("group", "")),
-        _section("overlays", "Example segmentations", placed.get("overlays") or _missing("overlays")),
+        compute_section(results),
+        _segmentation(results),
+        transfer_section(results, placed.get("transfer", "")),
+        similarity_section(results, placed.get("similarity", "")),
+        group_section(results, placed.get("group", "")),
+        section("overlays", "Example segmentations", placed.get("overlays") or missing("overlays")),
+        _what_was_run(results),
+        section("reading-notes", "How to read this report", NOTES),
     ]
     if placed.get("other"):
-        parts.append(_section("other-figures", "Other figures", placed["other"]))
-    notes = (
-        "<ul><li>Intervals are 95% bootstrap confidence intervals over test subjects (seeds averaged per subject "
-        "first); a difference whose interval contains 0 is not shown by these data.</li>"
-        "<li>p-values from many comparisons are Holm-corrected; read the corrected column.</li>"
-        "<li>Classical baselines (no training labels) sit beside the deep models: a deep model is only useful "
-        "where it beats them.</li>"
-        "<li>Dice inside the brainstem measures agreement with the reference labels, which are themselves uncertain "
-        "there.</li></ul>"
-    )
-    parts.append(_section("reading-notes", "How to read this report", notes))
+        parts.append(section("other-figures", "Other figures", placed["other"]))
+    nav = "<nav>" + " · ".join(f'<a href="#{sid}">{title}</a>' for sid, title in ORDER) + "</nav>"
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     title = "brainstem-ssl evaluation report"
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{STYLE}</style></head><body><h1>{title}</h1><p>Generated {stamp}.</p>{banner}"
-        + "".join(parts)
-        + "</body></html>"
+        f"<style>{STYLE}</style></head><body><h1>{title}</h1>{banner}<p>Generated {stamp}. "
+        f"{e(run_summary(results))}.</p>{nav}" + "".join(parts) + "</body></html>"
     )
 
 
@@ -361,8 +303,8 @@ def build_report(
         figures: figure key -> PNG bytes. Keys place figures: ``transfer_matrix``, ``cka``, ``shift``,
             ``learning_curves``, ``group*``, ``overlay*``; any other key goes to "Other figures".
         out_dir: output directory (created).
-        captions: figure key -> caption (default: a standard caption for the key's family); the run
-            summary (preset, seeds, data) is appended to every caption.
+        captions: figure key -> caption (default: a standard caption for the key's family); what the
+            figure was made from and the run summary (data, seeds) are appended to every caption.
 
     Returns:
         The path of ``report.html``.

@@ -133,8 +133,9 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, item: dict[str, Any], batch_idx: int) -> None:
         subject = self.val_subjects[item[B.SUBJECT]]
-        probs = mask_to_brain(predict_cached(self.net, subject, self.inference, device=self.device), subject.brain)
         roi = self.roi.volume_mask(np.asarray(subject.regions))
+        probs = predict_cached(self.net, subject, self.inference, device=self.device, focus=roi)
+        probs = mask_to_brain(probs, subject.brain)
         truth = np.asarray(subject.tissue).astype(np.int64)
         m = roi_metrics(predict_labels(probs), truth, roi, self.roi.spacing, hd95=False)
         values = [v for v in (m["dice_GM"], m["dice_WM"]) if np.isfinite(v)]

@@ -9,7 +9,9 @@ input's shape and affine. Outputs, all inside the run directory (the input datas
 - ``bssl/``: a BIDS derivative dataset (see :mod:`finetune.bids_output`) with one
   ``sub-XX[_ses-YY]_desc-tissue_dseg.nii.gz`` per subject and, with ``predict.save_probabilities=true``,
   probability maps (``predict.probabilities_per_class=true``: one ``_label-<class>_probseg`` per class);
-- ``volumes.tsv``: CSF/GM/WM volume in mm³ per subject and region (whole brain; subcortical and
+- ``volumes.tsv`` (written last, so a run killed part-way has none; re-running the command in the same
+  directory predicts every subject again and removes the temporary files the killed run left):
+  CSF/GM/WM volume in mm³ per subject and region (whole brain; subcortical and
   brainstem from the subject's regions map when it has one; midbrain/pons/medulla when labelled),
   measured on the native grid (the regions map is brought there by nearest neighbour). A stage's model
   learned tissue only inside its ROI (the loss counts nothing else), so the column ``in_model_roi`` says
@@ -47,6 +49,7 @@ from finetune.bids_output import (
 )
 from finetune.inference import InferenceSettings, mask_to_brain, predict_cached
 from finetune.init import load_segmentation_model
+from ssl_pretrain.atomic import remove_stale_temporaries
 from ssl_pretrain.data.bids import parse_name
 from ssl_pretrain.data.cache import CachedSubject, preprocess
 from ssl_pretrain.data.grid import to_native
@@ -193,6 +196,7 @@ def run(cfg: DictConfig) -> Path:
     inputs = list(pcfg.get("inputs") or [])
     check_output_outside(out, None if inputs else cfg.data.get("root"))
     with run_context(cfg, "predict") as out:
+        remove_stale_temporaries(out)  # half-written files of an earlier, killed run in this directory
         device = device_of(str(pcfg.get("device", "auto")))
         net, sidecar, pt = load_segmentation_model(str(pcfg.model))
         net.to(device)

@@ -54,10 +54,10 @@ def score_subjects(
     rows: list[dict[str, object]] = []
     cases: list[OverlayCase] = []
     for subject in tqdm(subjects, desc="test", unit="subject", disable=None):
-        probs = mask_to_brain(predict_cached(net, subject, settings, device), subject.brain)
+        mask = roi.volume_mask(np.asarray(subject.regions))
+        probs = mask_to_brain(predict_cached(net, subject, settings, device, focus=mask), subject.brain)
         pred = predict_labels(probs)
         truth = np.asarray(subject.tissue).astype(np.int64)
-        mask = roi.volume_mask(np.asarray(subject.regions))
         metrics = roi_metrics(pred, truth, mask, roi.spacing, hd95=hd95)
         rows.append({"subject": subject.key, "group": subject.group, "roi_voxels": int(mask.sum()), **metrics})
         if len(cases) < n_overlays:

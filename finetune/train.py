@@ -135,17 +135,22 @@ def _datamodules(cfg: DictConfig) -> tuple[BrainDataModule, list[str]]:
     return dm, chosen
 
 
-def _best_weights(trainer: L.Trainer, module: SegmentationModule) -> str:
-    """Load the best validation checkpoint's weights into ``module`` if there is one; say which were kept."""
+def _best_weights(trainer: L.Trainer, module: SegmentationModule) -> tuple[str, float | None]:
+    """Load the best validation checkpoint's weights into ``module`` if there is one.
+
+    Returns:
+        Which weights were kept, in words, and their validation Dice (``None`` without validation).
+    """
     monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == VAL_METRIC]
     callback = monitored[0] if monitored else None
     best = getattr(callback, "best_model_path", "") if callback is not None else ""
     if not best or not Path(best).is_file():
-        return "last"
+        return "last", None
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    score = getattr(callback, "best_model_score", None)
-    return f"best {VAL_METRIC}={float(score) if score is not None else float('nan'):.4f} ({Path(best).name})"
+    raw = getattr(callback, "best_model_score", None)
+    score = float(raw) if raw is not None else float("nan")
+    return f"best {VAL_METRIC}={score:.4f} ({Path(best).name})", score
 
 
 def optim_config(cfg: DictConfig) -> DictConfig:
@@ -173,7 +178,7 @@ def _write_outputs(
     chosen: list[str],
     init_info: dict[str, Any],
     optim: DictConfig,
-    selected: str,
+    selected: tuple[str, float | None],
     steps: int,
 ) -> None:
     """Score the test subjects and write model.pt/json, metrics.csv, overlays.png and summary.json."""
@@ -189,7 +194,8 @@ def _write_outputs(
         n_overlays=int(cfg.eval.n_overlays),
     )
     summary: dict[str, Any] = {
-        "weights": selected,
+        "weights": selected[0],
+        "val_dice": selected[1],
         "steps": steps,
         "n_test": len(rows),
         "test_dice_mean": mean_dice(rows),
@@ -250,8 +256,8 @@ def run(cfg: DictConfig) -> Path:
             val_dataloaders=val_loader,
             ckpt_path=resolve_resume(cfg.get("resume"), out, cfg),
         )
-        selected = _best_weights(trainer, module) if has_val else "last"
-        log.info("weights kept: %s", selected)
+        selected = _best_weights(trainer, module) if has_val else ("last", None)
+        log.info("weights kept: %s", selected[0])
         if trainer.is_global_zero:
             _write_outputs(cfg, out, module, dm, chosen, init_info, optim, selected, int(trainer.global_step))
     return out

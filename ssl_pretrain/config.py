@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -19,8 +20,11 @@ def compose_config(command: str, overrides: Sequence[str] = (), output_dir: str 
         overrides: Hydra override strings, e.g. ``["data.root=/data/bids", "method=simclr"]``.
         output_dir: the run directory (replaces the ``${hydra:runtime.output_dir}`` of a real run).
     """
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (bssl study): its config dir is ours
         cfg = compose(config_name=command, overrides=list(overrides))
+    else:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name=command, overrides=list(overrides))
     if output_dir is not None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)

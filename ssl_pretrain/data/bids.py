@@ -289,7 +289,8 @@ def discover(root: str | Path, modalities: Sequence[str], *, require_group: bool
     """
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
-        raise DataError(root, "not a directory" if root.exists() else "dataset directory not found")
+        problem = "not a directory" if root.exists() else "dataset directory not found"
+        raise DataError(root, f"{problem}; set data.root to a BIDS dataset (`bssl demo-data` writes the demo cohort)")
     modalities = list(modalities)
     raw = _raw_candidates(root, modalities)
     derived = _derivative_candidates(root, modalities)

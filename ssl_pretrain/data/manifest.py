@@ -89,6 +89,8 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, str
         raise DataError(path, "file not found" if not path.exists() else "not a regular file")
     try:
         text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise DataError(path, f"cannot be read ({err.strerror}); check its permissions") from err
     except UnicodeDecodeError as err:
         raise DataError(path, f"not a UTF-8 text TSV file (undecodable byte at offset {err.start})") from err
     if "\x00" in text:

@@ -63,13 +63,17 @@ def load_header(path: str | Path) -> nib.Nifti1Image:
     if not path.exists():
         if path.is_symlink():
             raise DataError(path, "broken symbolic link (a git-annex/DataLad file not fetched? try `datalad get`)")
-        raise DataError(path, "file not found")
+        raise DataError(path, "file not found; check the path (and data.root / data.manifest)")
     if not path.is_file():
         raise DataError(path, "not a regular file")
+    if not os.access(path, os.R_OK):
+        raise DataError(path, "cannot be read: permission denied; check its permissions (or the owner's)")
     try:
         img = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for a bad header
-        raise DataError(path, f"cannot be read as NIfTI ({type(err).__name__}: {err})") from err
+        raise DataError(
+            path, f"cannot be read as NIfTI ({type(err).__name__}: {err}); copy or export it again as .nii/.nii.gz"
+        ) from err
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise DataError(path, f"expected a NIfTI image, got {type(img).__name__}")
     return img
@@ -83,7 +87,7 @@ def check_shape(path: Path, img: nib.Nifti1Image) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise DataError(path, f"expected a 3D volume, got shape {tuple(img.shape)}; split 4D series first")
     if min(shape) < 1:
-        raise DataError(path, f"empty volume of shape {tuple(img.shape)}")
+        raise DataError(path, f"empty volume of shape {tuple(img.shape)}; copy or export it again")
     return shape  # type: ignore[return-value]
 
 

@@ -22,10 +22,18 @@ start (also through its ``DistributedSamplerWrapper``), so a :class:`BrainDataMo
 <ssl_pretrain.data.datamodule.BrainDataModule>` needs no callback. A plain integer index uses the
 dataset's own epoch (:meth:`PatchDataset.set_epoch`).
 
+Mid-epoch resume: a checkpoint records how many items of its epoch each rank had consumed
+(:class:`~ssl_pretrain.training.callbacks.SamplerPositionCallback`); on resume
+:meth:`PatchDataset.resume_at` makes the next :class:`EpochSampler` pass of that epoch start there. The
+pass is *rotated* (this rank's items from ``start`` on, then the first ``start``) rather than shortened,
+so its length stays what Lightning expects: Lightning ends the resumed epoch after the batches it still
+owed, before reaching the rotated tail.
+
 DDP: when ``torch.distributed`` is initialised as the dataset is built (Lightning builds it in
 ``setup``, after the process group exists), rank ``r`` of ``w`` keeps ``subjects[r::w]`` (all subjects
 if there are fewer than ``w``), so ranks read disjoint subjects; ``length`` stays the per-epoch budget of
-indices, which Lightning's distributed sampler then splits across ranks.
+indices, which :class:`EpochSampler` splits across ranks (disjoint items also when the dataset was built
+before the process group, as ``bssl finetune`` does).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torchio as tio
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from ssl_pretrain.data import batch as B
 from ssl_pretrain.data.cache import CachedSubject
@@ -140,6 +148,7 @@ class PatchDataset(Dataset):
                 self.roi_voxels.append(np.flatnonzero(inside).astype(np.int32))
         self._brain_voxels: dict[int, np.ndarray] = {}
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+        self.resume_position: tuple[int, int] | None = None  # (epoch, first item) of a mid-epoch resume
 
     def __len__(self) -> int:
         return self.length
@@ -147,6 +156,21 @@ class PatchDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for plain integer indices (the :class:`EpochSampler` passes its own)."""
         self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, start: int) -> None:
+        """Make the next :class:`EpochSampler` pass serve epoch ``epoch`` from item ``start`` on (a resume).
+
+        Args:
+            epoch: the epoch the resumed run continues in (also becomes this dataset's epoch). The next
+                pass uses it even if its sampler was built earlier or iterates before Lightning's
+                ``set_epoch`` (DataLoader workers prefetch at iterator creation).
+            start: items of that epoch this process already consumed (under DDP: of its own share);
+                0 resumes at the epoch's start.
+        """
+        if epoch < 0 or start < 0:
+            raise ValueError(f"epoch and start must be >= 0, got {epoch}, {start}")
+        self.epoch = int(epoch)
+        self.resume_position = (int(epoch), int(start))
 
     def _subject_index(self, epoch: int, i: int) -> int:
         n = len(self.subjects)
@@ -261,25 +285,57 @@ class PatchDataset(Dataset):
         return item
 
 
-class EpochSampler(Sampler):
-    """Sequential sampler over ``range(len(dataset))`` yielding ``(epoch, i)`` pairs.
+def _world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised ``torch.distributed`` group, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class EpochSampler(DistributedSampler):
+    """Yields ``(epoch, i)`` pairs: all items of the epoch in order, or under DDP this rank's share of them.
+
+    Rank ``r`` of ``w`` takes items ``r, r + w, r + 2w, …`` (``ceil(length / w)`` of them, wrapping around
+    like :class:`~torch.utils.data.DistributedSampler`'s padding), so ranks draw disjoint items. The rank
+    and world size are read from ``torch.distributed`` when the sampler is used, not when it is built (a
+    loader may be built before Lightning starts the process group). Being a ``DistributedSampler``,
+    Lightning uses it as it is instead of wrapping it in its own, shuffling one; the items need no
+    shuffle, each is already a random draw of ``(seed, epoch, i)``.
 
     ``set_epoch`` (called by Lightning at every epoch start) moves both this sampler and the dataset to
-    the new epoch; the pairs carry it into persistent worker processes.
+    the new epoch; the pairs carry it into persistent worker processes. A pending
+    :meth:`PatchDataset.resume_at` position sets the next pass's epoch and rotates this rank's share to
+    start there.
     """
 
-    def __init__(self, dataset: PatchDataset) -> None:
+    def __init__(self, dataset: PatchDataset) -> None:  # no DistributedSampler.__init__: the world is read later
         self.dataset = dataset
+        self.patches = dataset
         self.epoch = dataset.epoch
+        self.shuffle, self.drop_last, self.seed = False, False, 0
+        self.rank, self.num_replicas = _world()
+
+    def _refresh(self) -> None:
+        """Read this process's rank and the world size from ``torch.distributed`` now."""
+        self.rank, self.num_replicas = _world()
 
     def set_epoch(self, epoch: int) -> None:
         """Draw epoch ``epoch``'s items next."""
         self.epoch = int(epoch)
-        self.dataset.set_epoch(epoch)
+        self.patches.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        self._refresh()
+        return -(-len(self.patches) // self.num_replicas)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        return iter([(epoch, i) for i in range(len(self.dataset))])
+        share = len(self)
+        rank, world, n = self.rank, self.num_replicas, len(self.patches)
+        epoch, start = self.epoch, 0
+        position = getattr(self.patches, "resume_position", None)
+        if position is not None:  # the first pass after a resume; later passes start at their first item
+            epoch, start = position
+            self.epoch, self.patches.resume_position = epoch, None
+        items = [(rank + world * k) % n for k in range(share)]
+        start %= share
+        return iter([(epoch, i) for i in items[start:] + items[:start]])

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 import ssl_pretrain
 from ssl_pretrain.errors import CheckpointError
+from ssl_pretrain.run_dir import read_run_record
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ WEIGHTS_FORMAT = "bssl-weights-1"
 RUN_DIR_FILES = ("encoder.pt", "model.pt")  # what a run directory holds, looked up in this order
 # Architecture keys that do not change which tensors exist or what they mean.
 _ARCH_KEYS_IGNORED = ("in_channels", "dropout")
+_NOT_WEIGHTS = "; give a run directory of bssl pretrain/finetune, or the encoder.pt / model.pt in it"
 
 
 @dataclass
@@ -160,8 +162,15 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     """
     json_path = sidecar_path(path)
     if not json_path.is_file():
+        given = Path(path)
+        if given != json_path and given.is_file() and not zipfile.is_zipfile(given):
+            raise CheckpointError(
+                given, f"not a PyTorch weights file (not the zip archive torch.save writes){_NOT_WEIGHTS}"
+            )
         raise CheckpointError(
-            json_path, "sidecar missing: bssl weights come as <name>.pt beside <name>.json (architecture, modalities)"
+            given if given.is_file() else json_path,
+            f"sidecar missing: no {json_path.name} beside it; bssl weights come as <name>.pt beside <name>.json "
+            "(architecture, modalities)",
         )
     try:
         sidecar = json.loads(json_path.read_text())
@@ -180,10 +189,18 @@ def resolve_weights_path(path: str | Path, prefer: Sequence[str] = RUN_DIR_FILES
     """The ``.pt`` file meant by ``path``: the file itself, or the first of ``prefer`` inside a run directory.
 
     Raises:
-        CheckpointError: nothing there, a JSON file, or a directory without weights.
+        CheckpointError: nothing there, a JSON file, a directory without weights, or a run directory whose
+            ``run.json`` does not say the run finished.
     """
     path = Path(path)
     if path.is_dir():
+        record = read_run_record(path)
+        if record is not None and record.get("status") != "complete":
+            raise CheckpointError(
+                path,
+                f"this run did not finish (its run.json says '{record.get('status')}'): its weights are not final; "
+                "resume it (resume=auto) or pick a finished run",
+            )
         for name in prefer:
             if (path / name).is_file():
                 return path / name

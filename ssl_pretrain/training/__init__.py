@@ -8,7 +8,7 @@
 - :func:`seed_everything` (:mod:`.trainer`).
 """
 
-from ssl_pretrain.training.callbacks import AtomicCheckpointIO, RNGStateCallback, RunCheckpoint
+from ssl_pretrain.training.callbacks import AtomicCheckpointIO, RNGStateCallback, RunCheckpoint, SamplerPositionCallback
 from ssl_pretrain.training.logger import ResumableCSVLogger
 from ssl_pretrain.training.optim import WarmupCosineSchedule, build_optimizer, param_groups
 from ssl_pretrain.training.resume import checkpoint_problem, resolve_resume
@@ -30,6 +30,7 @@ __all__ = [
     "RNGStateCallback",
     "ResumableCSVLogger",
     "RunCheckpoint",
+    "SamplerPositionCallback",
     "WarmupCosineSchedule",
     "build_optimizer",
     "build_trainer",

@@ -1,4 +1,5 @@
-"""Checkpointing pieces that make interrupted runs resumable: atomic writes, a final save, RNG states.
+"""Checkpointing pieces that make interrupted runs resumable: atomic writes, a final save, RNG states,
+the sampler's position inside an epoch.
 
 Lightning 2.6 saves checkpoints through ``fsspec`` transactions that write a temporary file in the
 system temp directory and then ``shutil.move`` it onto the target; when the temp directory is on another
@@ -24,12 +25,15 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 RNG_KEY = "bssl_rng_states"
+POSITION_KEY = "bssl_sampler_position"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Save checkpoints to a temporary file in the target's directory, fsync, then ``os.replace`` it.
 
-    A crash at any point leaves either the previous checkpoint or the new one, never a partial file.
+    A crash at any point leaves either the previous checkpoint or the new one, never a partial file; the
+    temporary file of a process killed mid-write is removed by the next save to the same target (one
+    process writes a run's checkpoints: the run directory is locked, see :mod:`ssl_pretrain.run_dir`).
     Local filesystems only (run directories are local or mounted paths).
     """
 
@@ -38,6 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO.save_checkpoint does not take storage_options")
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a run killed mid-write
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -99,16 +105,30 @@ def _restore(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def resumes_mid_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Whether ``checkpoint`` was taken inside an epoch (some, not all, of the epoch's batches done)."""
+    try:
+        progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+        return int(progress["current"]["ready"]) > 0 and not bool(progress["is_last_batch"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 class RNGStateCallback(Callback):
     """Store every rank's torch/numpy/python (and CUDA) random states in checkpoints and restore them on resume.
 
-    With them, a run resumed from a checkpoint taken at an epoch boundary draws the same shuffles,
-    augmentations, masks and dropout as the uninterrupted run (Lightning saves model, optimiser, scheduler
-    and loop state but not the global random states). From a mid-epoch checkpoint Lightning restarts the
-    epoch's data iterator, so only exact epoch-boundary resumes are reproducible: make
-    ``trainer.checkpoint_every_n_steps`` a multiple of the steps per epoch where that matters. Under DDP
-    the states of all ranks are gathered; a resume with another world size keeps the fresh seeds and warns.
+    With them (and :class:`SamplerPositionCallback`), a resumed run draws the same shuffles, augmentations,
+    masks and dropout as the uninterrupted run (Lightning saves model, optimiser, scheduler and loop state
+    but not the global random states). The states are put back where the uninterrupted run stood when it
+    saved: from an epoch-boundary checkpoint before the next epoch's data iterator is created (which draws
+    from the torch stream, as the uninterrupted run did right after saving), from a mid-epoch checkpoint
+    when training starts, after the resumed run created its iterator (the uninterrupted run went straight
+    on to the next batch). Under DDP the states of all ranks are gathered; a resume with another world
+    size keeps the fresh seeds and warns.
     """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -124,9 +144,8 @@ class RNGStateCallback(Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        # Lightning calls this after the model is built and before it creates the training data iterator
-        # (which draws the shuffle of the epoch the run resumes in), as the uninterrupted run did right
-        # after saving; the sanity check in between runs with isolated random states.
+        # Lightning calls this after the model is built and before it creates the training data iterator;
+        # the sanity check that may follow runs with isolated random states.
         gathered = checkpoint.get(RNG_KEY)
         if not gathered:
             return
@@ -136,4 +155,58 @@ class RNGStateCallback(Callback):
                 "random streams restart from the seed"
             )
             return
-        _restore(gathered[trainer.global_rank])
+        if resumes_mid_epoch(checkpoint):
+            self._pending = gathered[trainer.global_rank]
+        else:
+            _restore(gathered[trainer.global_rank])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is not None:
+            _restore(self._pending)
+            self._pending = None
+
+
+class SamplerPositionCallback(Callback):
+    """Record in checkpoints how far into its epoch the training sampler was, and resume there.
+
+    Saved: ``{"epoch", "items"}`` with ``items`` = batches done in the epoch x batch size (per rank: every
+    rank has done as many batches, and :class:`~ssl_pretrain.data.sampler.EpochSampler` splits the epoch
+    between ranks itself). On load, a training dataset with a
+    ``resume_at(epoch, items)`` method (:class:`~ssl_pretrain.data.sampler.PatchDataset`, found as the
+    datamodule's ``train_dataset`` or as the dataset of the loader given to ``fit``) is told where the
+    resumed run continues: inside the epoch, so that it sees the batches the uninterrupted run saw
+    (Lightning alone restarts the epoch's iterator from its first batch), or at the start of the next
+    epoch after an epoch-boundary checkpoint (DataLoader workers prefetch before Lightning's
+    ``set_epoch``). Other datasets are left alone.
+    """
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        loader = trainer.train_dataloader
+        batch_size = getattr(loader, "batch_size", None)
+        if not isinstance(batch_size, int):
+            return
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        checkpoint[POSITION_KEY] = {"epoch": int(trainer.current_epoch), "items": done * batch_size}
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        position = checkpoint.get(POSITION_KEY)
+        resume_at = getattr(_train_dataset(trainer), "resume_at", None)
+        if not position or not callable(resume_at):
+            return
+        epoch, items = int(position["epoch"]), int(position["items"])
+        if not resumes_mid_epoch(checkpoint):  # the epoch was finished: the next one starts at its first item
+            epoch, items = (epoch + 1 if items > 0 else epoch), 0
+        resume_at(epoch, items)
+
+
+def _train_dataset(trainer: pl.Trainer) -> Any:
+    """The training dataset, from the datamodule or from the loader given to ``fit`` (before it is set up)."""
+    dataset = getattr(getattr(trainer, "datamodule", None), "train_dataset", None)
+    if dataset is None:  # fit(train_dataloaders=…): Lightning keeps the loader in the fit loop's data source
+        source = getattr(getattr(trainer.fit_loop, "_data_source", None), "instance", None)
+        dataset = getattr(source, "dataset", None)
+    return dataset

@@ -8,7 +8,9 @@ Rule for ``resume=auto``:
    command with the same config**: any directory under ``<paths.runs_dir>/<task_name>/`` (single runs and
    multirun jobs alike; the run directory's parent when those keys are absent) whose ``config.yaml`` equals
    this run's config once the keys in :data:`RESUME_IGNORED_KEYS` are removed (where the run is written,
-   how long it trains, how it logs). Extending ``trainer.max_steps`` therefore continues a finished run;
+   how long it trains, how it logs). Extending ``trainer.max_steps`` therefore continues a finished run.
+   Runs still in progress (another process holds their run lock, :func:`ssl_pretrain.run_dir.is_live`)
+   are skipped: two jobs started at once never continue each other's checkpoints;
 3. otherwise nothing: training starts fresh.
 
 A checkpoint that cannot be read (truncated, not a zip archive, needs unsafe unpickling, lacks the
@@ -31,6 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_pretrain.errors import CheckpointError
+from ssl_pretrain.run_dir import is_live
 from ssl_pretrain.training.trainer import CHECKPOINT_DIR, LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -191,6 +194,9 @@ def resolve_resume(
     ]
     for path in sorted(candidates, key=_mtime, reverse=True):
         if _run_config(path.parent.parent) != current:
+            continue
+        if is_live(path.parent.parent):
+            log.info("resume=auto: skipping %s: that run is still in progress", path.parent.parent)
             continue
         problem = checkpoint_problem(path)
         if problem:

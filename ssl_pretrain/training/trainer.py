@@ -9,7 +9,8 @@ it, 16-mixed on older ones, 32-true on CPU), ``max_steps``, ``max_epochs``, ``va
 ``checkpoint_every_n_steps``, ``enable_progress_bar``.
 
 What a run directory gets: ``checkpoints/last.ckpt`` (every ``checkpoint_every_n_steps`` optimiser steps and
-when training ends, written atomically, with optimiser, scheduler, loop and random states),
+when training ends, written atomically, with optimiser, scheduler, loop and random states and the sampler's
+position inside its epoch, so a resume continues exactly also from a mid-epoch checkpoint),
 ``checkpoints/best.ckpt`` when a metric is monitored, ``metrics.csv`` (training curves incl. the learning
 rate; in ``log_dir``), and ``tensorboard/`` when TensorBoard is installed.
 """
@@ -30,7 +31,12 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from ssl_pretrain.errors import ConfigError
-from ssl_pretrain.training.callbacks import AtomicCheckpointIO, RNGStateCallback, RunCheckpoint
+from ssl_pretrain.training.callbacks import (
+    AtomicCheckpointIO,
+    RNGStateCallback,
+    RunCheckpoint,
+    SamplerPositionCallback,
+)
 from ssl_pretrain.training.logger import MetricsResumeCallback, ResumableCSVLogger
 
 log = logging.getLogger(__name__)
@@ -161,6 +167,7 @@ def build_trainer(
     callbacks: list[Callback] = [
         RunCheckpoint(out / CHECKPOINT_DIR, every),
         RNGStateCallback(),
+        SamplerPositionCallback(),
         MetricsResumeCallback(),
         LearningRateMonitor(logging_interval="step"),
     ]

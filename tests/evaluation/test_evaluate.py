@@ -5,25 +5,48 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.evaluate import truth_effects, volume_table
+from evaluation.evaluate import excluded_measures, truth_column, truth_effects, volume_table
 from evaluation.runs import Run
+from ssl_pretrain.config import compose_config
 
 VOLUMES = (
-    "participant_id\tsession\tgroup\tregion\tCSF_mm3\tGM_mm3\tWM_mm3\tregion_mm3\n"
-    "sub-01\tn/a\tHC\tbrainstem\t10\t200\t800\t1010\n"
-    "sub-01\tn/a\tHC\tpons\t1\t20\t80\t101\n"
-    "sub-02\tn/a\tALS\tbrainstem\t10\t180\t720\t910\n"
-    "sub-02\tn/a\tALS\tpons\t1\t18\t72\t91\n"
+    "participant_id\tsession\tgroup\tregion\tCSF_mm3\tGM_mm3\tWM_mm3\tregion_mm3\tin_model_roi\n"
+    "sub-01\tn/a\tHC\tsubcortical\t5\t300\t100\t405\tFalse\n"
+    "sub-01\tn/a\tHC\tbrainstem\t10\t200\t800\t1010\tTrue\n"
+    "sub-01\tn/a\tHC\tpons\t1\t20\t80\t101\tTrue\n"
+    "sub-02\tn/a\tALS\tsubcortical\t5\t280\t90\t375\tFalse\n"
+    "sub-02\tn/a\tALS\tbrainstem\t10\t180\t720\t910\tTrue\n"
+    "sub-02\tn/a\tALS\tpons\t1\t18\t72\t91\tTrue\n"
+    "sub-03\t01\tALS\tbrainstem\t9\t170\t700\t879\tTrue\n"
 )
 
 
 def test_volume_table_is_one_row_per_subject(tmp_path):
     (tmp_path / "volumes.tsv").write_text(VOLUMES)
     table = volume_table(Run(path=tmp_path, kind="predict")).set_index("subject")
+    assert sorted(table.index) == ["sub-01", "sub-02", "sub-03_ses-01"]
     assert table.loc["sub-01", "brainstem_volume"] == 1010
     assert table.loc["sub-02", "brainstem_GM"] == 180
     assert table.loc["sub-02", "pons_WM"] == 72
     assert table.loc["sub-02", "group"] == "ALS"
+    assert np.isnan(table.loc["sub-03_ses-01", "pons_volume"])  # no pons row for that session
+
+
+def test_tissue_outside_the_model_roi_is_not_a_measure(tmp_path):
+    (tmp_path / "volumes.tsv").write_text(VOLUMES)
+    table = volume_table(Run(path=tmp_path, kind="predict")).set_index("subject")
+    assert table.loc["sub-01", "subcortical_volume"] == 405  # region labels: always valid
+    assert table["subcortical_GM"].isna().all() and table["subcortical_WM"].isna().all()  # extrapolated tissue
+    excluded = excluded_measures(table, ["brainstem_GM", "subcortical_GM", "subcortical_volume", "medulla_volume"])
+    assert [e["measure"] for e in excluded] == ["subcortical_GM", "medulla_volume"]
+    assert "in_model_roi false" in excluded[0]["reason"] and "medulla" in excluded[1]["reason"]
+
+
+def test_volume_table_without_in_model_roi_keeps_every_tissue_volume(tmp_path):
+    old = "\n".join(line.rsplit("\t", 1)[0] for line in VOLUMES.splitlines()) + "\n"
+    (tmp_path / "volumes.tsv").write_text(old)
+    table = volume_table(Run(path=tmp_path, kind="predict")).set_index("subject")
+    assert table.loc["sub-01", "subcortical_GM"] == 300
 
 
 def test_truth_effects_are_group_mean_differences(tmp_path):
@@ -39,3 +62,17 @@ def test_truth_effects_are_group_mean_differences(tmp_path):
     assert "pons_volume" not in effects
     assert truth_effects(tmp_path / "elsewhere", ["brainstem_volume"], "HC") == {}
     assert np.isfinite(effects["brainstem_volume"])
+
+
+def test_truth_columns_match_the_demo_truth_table():
+    """Every measure of configs/evaluate.yaml that the simulation knows maps onto a subject_truth.tsv column."""
+    from ssl_pretrain.data.demo.bids_writer import TRUTH_COLUMNS
+    from ssl_pretrain.data.demo.simulate import STEM_PARTS
+
+    known = set(TRUTH_COLUMNS) | {f"{part}_volume_mm3" for part in STEM_PARTS}
+    measures = compose_config("evaluate").group.measures
+    mapped = {m: truth_column(m) for m in measures}
+    assert {m for m, col in mapped.items() if col in known} == {
+        "brainstem_volume", "brainstem_GM", "brainstem_WM", "pons_volume", "medulla_volume", "midbrain_volume"
+    }  # fmt: skip
+    assert truth_column("whole_brain_GM") == "gm_volume_mm3" and "gm_volume_mm3" in known

@@ -67,6 +67,17 @@ def test_evaluate_over_a_chain_of_runs(tmp_path, demo_cohort):
     measures = {row["measure"]: row for row in results["group_analysis"]}
     assert "true_diff_pct" in measures["brainstem_volume"]
     assert set(results["compute"]) and all(v["seconds"] is not None for v in results["compute"].values())
+    # the brainstem model's tissue outside the brainstem (subcortical GM/WM) is not a measure
+    assert {e["measure"] for e in results["group_excluded"]} == {"subcortical_GM", "subcortical_WM"}
+    assert {"brainstem_GM", "pons_volume", "subcortical_volume"} - set(measures) == {"subcortical_volume"}
+    # compute of the init = pretraining + subcortical + brainstem run, from their run.json
+    cost = results["compute_per_init"]["ssl_mae+subcortical"]
+    assert cost["runs"] == 3 and set(cost["by_stage"]) == {"pretrain", "subcortical", "brainstem"}
+    seconds = {k.split("/")[0] + "/" + k.split("/")[-1]: v["seconds"] for k, v in results["compute"].items()}
+    assert cost["seconds"] == pytest.approx(
+        seconds["pretrain/pre"] + seconds["finetune/sub"] + seconds["finetune/stem"]
+    )
+    assert results["best_per_k"][0]["compute_seconds"] == pytest.approx(cost["seconds"])
     parser = _Images()
     parser.feed((out / "report.html").read_text())
     assert parser.images >= 4  # transfer matrix, CKA, shift, learning curves, group plot, overlays

@@ -78,6 +78,11 @@ def test_comparisons_paired_wilcoxon_and_holm():
     assert at1["p"] == pytest.approx(2 / 2**4)  # 4 positive differences, exact Wilcoxon
     assert full["delta"] == 0.0 and full["p"] == 1.0  # identical: no difference
     assert at1["p_holm"] == pytest.approx(0.25) and full["p_holm"] == 1.0  # Holm over the 2 comparisons
+    assert at1["holm_m"] == 2 and at1["holm_family"] == "all"
+    per_k = {c["k"]: c for c in comparisons(_rows(), n_boot=200, holm_family="k")}
+    assert per_k[1]["p_holm"] == pytest.approx(at1["p"]) and per_k[1]["holm_m"] == 1  # a family of one test
+    with pytest.raises(ValueError, match="holm_family"):
+        comparisons(_rows(), holm_family="pairs")
     assert at1["n_subjects"] == 4
 
 
@@ -99,6 +104,23 @@ def test_best_init_per_k():
     )[0]
     assert flipped["best"] == "b" and flipped["delta"] == pytest.approx(0.2)
     assert flipped["delta_ci95"] == pytest.approx([0.1, 0.3])
+    assert flipped["vs_reference"] is None  # no scratch run at k=2
+    assert at1["vs_reference"]["init"] == "scratch" and at1["vs_reference"]["delta"] == pytest.approx(0.1)
+    three = best_init_per_k(
+        [
+            {"init": "scratch", "k": 1, "dice_mean": 0.5},
+            {"init": "b", "k": 1, "dice_mean": 0.6},
+            {"init": "c", "k": 1, "dice_mean": 0.7},
+        ],
+        [
+            {"k": 1, "a": "scratch", "b": "b", "delta": -0.1, "ci95": [-0.2, 0.0], "p_holm": 0.2},
+            {"k": 1, "a": "scratch", "b": "c", "delta": -0.2, "ci95": [-0.3, -0.1], "p_holm": 0.03},
+            {"k": 1, "a": "b", "b": "c", "delta": -0.1, "ci95": [-0.15, -0.05], "p_holm": 0.04},
+        ],
+    )[0]
+    assert (three["best"], three["runner_up"], three["p_holm"]) == ("c", "b", 0.04)
+    assert three["vs_reference"]["delta"] == pytest.approx(0.2)
+    assert three["vs_reference"]["ci95"] == pytest.approx([0.1, 0.3]) and three["vs_reference"]["p_holm"] == 0.03
 
 
 def test_segmentation_summary():

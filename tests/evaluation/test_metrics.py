@@ -88,3 +88,16 @@ def test_bad_shapes_and_spacing():
         dice(a, a, [1], roi=np.ones((4, 4), bool))
     with pytest.raises(ValueError, match="spacing"):
         class_volumes(a, (1.0, -1.0, 1.0))
+
+
+def test_one_implementation_for_training_and_evaluation():
+    """bssl evaluate and a fine-tuning run's metrics.csv use the same code, hence the same conventions."""
+    import finetune.metrics as ft
+
+    assert (dice, hd95, class_volumes) == (ft.dice, ft.hd95, ft.class_volumes)
+    pred = np.zeros((4, 4, 4), int)
+    pred[1, 1, 1] = 1  # a class only in the prediction: Dice 0, HD95 inf, in both APIs
+    row = ft.roi_metrics(pred, np.zeros_like(pred), np.ones(pred.shape, bool), [1.0])
+    assert row["dice_CSF"] == dice(pred, np.zeros_like(pred), [1])[1] == 0.0
+    assert math.isinf(row["hd95_CSF_mm"]) and math.isinf(hd95(pred, np.zeros_like(pred), 1, 1.0))
+    assert math.isnan(row["dice_GM"]) and math.isnan(row["hd95_GM_mm"])

@@ -13,15 +13,16 @@ from evaluation.report import build_report
 from tests.synthetic import synthetic_labels
 
 SECTIONS = [
-    "what-was-run",
-    "segmentation",
     "best-per-k",
     "learning-curves",
     "comparisons",
+    "compute",
+    "segmentation",
     "transfer",
     "similarity",
     "group",
     "overlays",
+    "what-was-run",
     "reading-notes",
 ]
 
@@ -66,6 +67,7 @@ def test_report_has_every_section_and_embedded_figure(tmp_path, small_results):
     for key in figs:
         assert f'id="fig-{key}"' in text
     assert "Subject sub-01 at k=2. Run: preset=quick; seeds=[0, 1, 2]; data.root=data/demo." in text
+    assert "Made from: 2 initialisations (ssl_mae, scratch) × k ∈ {2, all} × 3 seeds." in text
     assert "script" not in parser.tags and "link" not in parser.tags and "http" not in text.lower()
     # numbers with their CIs and the baselines beside the deep model
     assert "0.740 [0.710, 0.770]" in text and "hmrf (classical)" in text and "-7.6 [-10.1, -5.0]" in text
@@ -79,7 +81,7 @@ def test_report_without_simulation_or_optional_sections(tmp_path):
     parser.feed(text)
     assert "simulated-banner" not in parser.ids and not parser.imgs
     assert [i for i in parser.ids if i in SECTIONS] == SECTIONS  # every section, saying what was not run
-    assert text.count("Not part of this evaluation") >= 7
+    assert text.count("Not part of this evaluation") >= 8
 
 
 def test_best_per_k_verdicts(tmp_path, small_results):
@@ -87,6 +89,35 @@ def test_best_per_k_verdicts(tmp_path, small_results):
     assert "0.060 [0.030, 0.090] above scratch (p Holm 0.004): a difference these data support." in text
     assert "0.020 [-0.010, 0.050] above scratch (p Holm 0.200): not a difference these data can confirm." in text
     results = dict(small_results)
-    results["best_per_k"] = [{"k": 2, "best": "ssl_mae", "dice_mean": 0.7, "compute_seconds": 410.0}]
+    results["best_per_k"] = [{"k": 2, "best": "ssl_mae", "dice_mean": 0.7, "compute_seconds": 4100.0}]
     text = build_report(results, {}, tmp_path).read_text()
-    assert "compute of best (s)" in text and "<td>410</td>" in text
+    assert "compute of best" in text and "<td>1 h 08 min</td>" in text and "It cost 1 h 08 min of compute." in text
+
+
+def test_rich_report_answers_best_init_per_k_with_costs(tmp_path, rich_results):
+    text = build_report(rich_results, {}, tmp_path).read_text()
+    # k=1: the best init, its margin over the runner-up and over scratch, the Holm p and its compute
+    best = rich_results["best_per_k"][0]
+    assert best["best"] == "ssl_mae+subcortical" and best["runner_up"] == "ssl_mae"
+    assert best["vs_reference"]["init"] == "scratch" and best["vs_reference"]["delta"] > best["delta"] > 0
+    assert f"k = 1: <b>ssl_mae+subcortical</b> reaches Dice {best['dice_mean']:.3f}" in text
+    assert f"above scratch (p Holm {best['vs_reference']['p_holm']:.3f}). It cost 1 h 21 min of compute." in text
+    # 15 comparisons over 8 subjects: the smallest exact Wilcoxon p is 2/2^8, Holm multiplies it by 15
+    assert "all m = 15 comparisons" in text and "no corrected p can fall below 0.117" in text
+    # compute per init, by stage
+    assert "<td>ssl_mae+subcortical</td><td><b>1 h 21 min</b></td><td>17</td>" in text
+    assert "<td>6 min 40 s</td>" in text
+    # group: the in_model_roi note, the excluded measure with its reason, and the means in mm³
+    assert "in_model_roi" in text and "<b>subcortical_GM</b>: GM in subcortical is outside the region" in text
+    assert "<td>28100 / 25964</td>" in text and "mean HC / ALS (mm³)" in text
+    assert "<td>bootstrap.n</td><td>2000</td>" in text
+
+
+def test_holm_note_follows_the_family(tmp_path, rich_results):
+    from evaluation.learning_curves import comparisons
+    from tests.evaluation.conftest import sweep_rows
+
+    results = dict(rich_results, comparisons=comparisons(sweep_rows(), n_boot=100, holm_family="k"))
+    text = build_report(results, {}, tmp_path).read_text()
+    assert "up to m = 3 comparisons at the same k" in text and "below 0.023 here." in text
+    assert "more test subjects are needed" not in text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.metrics import mean_dice, metric_columns, roi_metrics
+from finetune.metrics import dice, hd95, mean_dice, metric_columns, roi_metrics
 from finetune.roi import ball, roi_indices, roi_mask, roi_mask_torch
 from ssl_pretrain.data.batch import IGNORE_INDEX
 from ssl_pretrain.errors import ConfigError
@@ -74,9 +74,27 @@ def test_metrics_perfect_and_ignore():
     truth_ign = truth.copy()
     truth_ign[1, 1, 1] = IGNORE_INDEX
     assert roi_metrics(pred, truth_ign, roi, spacing=[1.0])["dice_GM"] == 1.0
-    pred[2, 2, 1] = 1  # a CSF voxel where there is none: CSF Dice 0, HD95 undefined
+    pred[2, 2, 1] = 1  # a CSF voxel where there is none: CSF Dice 0, HD95 unbounded (inf)
     m = roi_metrics(pred, truth, roi, spacing=[1.0])
-    assert m["dice_CSF"] == 0.0 and math.isnan(m["hd95_CSF_mm"])
+    assert m["dice_CSF"] == 0.0 and math.isinf(m["hd95_CSF_mm"])
+    assert math.isnan(roi_metrics(pred, truth, roi, spacing=[1.0], hd95=False)["hd95_GM_mm"])  # not computed
+
+
+def test_roi_metrics_agree_with_the_per_class_functions():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, (12, 10, 8))
+    pred = np.where(rng.random(truth.shape) < 0.8, truth, rng.integers(0, 4, truth.shape))
+    truth[0] = IGNORE_INDEX
+    roi = np.zeros(truth.shape, bool)
+    roi[1:10, 2:9, 1:7] = True
+    spacing = (1.5, 1.0, 2.0)
+    m = roi_metrics(pred, truth, roi, spacing)
+    d = dice(pred, truth, [1, 2, 3], roi=roi)
+    for name, c in (("CSF", 1), ("GM", 2), ("WM", 3)):
+        assert m[f"dice_{name}"] == pytest.approx(d[c])
+        assert m[f"hd95_{name}_mm"] == pytest.approx(hd95(pred, truth, c, spacing, roi=roi))
+        counted = roi & (truth >= 0)
+        assert m[f"vol_pred_{name}_mm3"] == pytest.approx(((pred == c) & counted).sum() * 3.0)
 
 
 def test_mean_dice():

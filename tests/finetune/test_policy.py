@@ -145,3 +145,32 @@ def test_predict_cached_crops_to_the_brain_box():
     assert torch.all(probs[0][outside] == 1) and torch.all(probs[1:, outside] == 0)
     whole = predict_cached(net, subject, InferenceSettings(None, total_stride=2, brain_margin_mm=None))
     assert whole.shape == (4, 14, 12, 10) and not torch.all(whole[0][outside] == 1)
+
+
+def test_predict_cached_focus_predicts_the_roi_box_plus_context():
+    from types import SimpleNamespace
+
+    from finetune.inference import brain_box, predict_cached
+
+    torch.manual_seed(0)
+    net = build_segmentation_net(TINY, 2, 4, "full").eval()
+    image = np.random.default_rng(1).normal(size=(2, 16, 14, 12)).astype(np.float32)
+    brain = np.ones((16, 14, 12), np.uint8)
+    roi = np.zeros_like(brain)
+    roi[7:9, 6:8, 5:7] = 1
+    subject = SimpleNamespace(image=image, presence=np.array([True, True]), brain=brain, affine=np.eye(4))
+    cfg = {"roi_size": "whole", "crop_to_roi": True}
+    settings = InferenceSettings.from_config(cfg, patch_size=(4, 4, 4), total_stride=2)
+    assert settings.focus_margin == 2  # half the training patch
+    probs = predict_cached(net, subject, settings, focus=roi)
+    box = brain_box(roi, 2)
+    assert box == (slice(5, 11), slice(4, 10), slice(3, 9))
+    inner = predict_probabilities(net, input_volume(image[(slice(None), *box)], [True, True]), settings)
+    assert torch.allclose(probs[(slice(None), *box)], inner)
+    outside = torch.ones(16, 14, 12, dtype=torch.bool)
+    outside[box] = False
+    assert torch.all(probs[0][outside] == 1)
+    # Without crop_to_roi (bssl predict), focus is ignored: the whole brain is predicted.
+    plain = InferenceSettings.from_config({"roi_size": "whole"}, patch_size=(4, 4, 4), total_stride=2)
+    assert plain.focus_margin is None
+    assert not torch.all(predict_cached(net, subject, plain, focus=roi)[0][outside] == 1)

@@ -266,3 +266,20 @@ def test_a_failed_save_leaves_the_previous_weights_intact(tmp_path, monkeypatch)
         save_weights(_encoder(4, seed=9), tmp_path / "encoder.pt", META)
     assert (tmp_path / "encoder.pt").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["encoder.json", "encoder.pt"]
+
+
+def test_weights_of_an_unfinished_run_are_refused(tmp_path):
+    from ssl_pretrain.errors import CheckpointError
+    from ssl_pretrain.models.checkpoint import resolve_weights_path
+    from ssl_pretrain.run_dir import write_json_atomic
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(b"")
+    write_json_atomic(run / "run.json", {"status": "running"})
+    with pytest.raises(CheckpointError, match="did not finish"):
+        resolve_weights_path(run)
+    write_json_atomic(run / "run.json", {"status": "complete"})
+    assert resolve_weights_path(run) == run / "model.pt"
+    (run / "run.json").unlink()  # weights copied without a run record are taken as they are
+    assert resolve_weights_path(run) == run / "model.pt"

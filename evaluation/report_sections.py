@@ -1,0 +1,127 @@
+"""Sections of ``report.html`` beyond the label-efficiency answer: compute, region transfer, similarity, groups."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from evaluation.report_html import ci, details, duration, e, missing, num, pval, section, table
+
+STAGES = ("pretrain", "subcortical", "brainstem")
+TISSUE_SUFFIXES = ("_GM", "_WM", "_CSF")
+
+
+def compute_section(results: Mapping[str, Any]) -> str:
+    """Wall-clock compute of each initialisation's chain of runs (``results["compute_per_init"]``)."""
+    costs = results.get("compute_per_init") or {}
+    if not costs:
+        return section("compute", "Compute per initialisation", missing("compute per initialisation"))
+    stages = [s for s in STAGES if any(s in (c.get("by_stage") or {}) for c in costs.values())]
+    stages += sorted({s for c in costs.values() for s in (c.get("by_stage") or {})} - set(stages))
+    rows = []
+    for init, c in costs.items():
+        by_stage, counts = c.get("by_stage") or {}, c.get("runs_by_stage") or {}
+        cells = [e(init), f"<b>{duration(c.get('seconds'))}</b>", num(c.get("runs"))]
+        for s in stages:
+            n = counts.get(s)
+            cells.append(
+                duration(by_stage.get(s)) + (f" ({n} run{'s' if n != 1 else ''})" if n else "")
+                if s in by_stage
+                else "–"
+            )
+        rows.append(cells)
+    header = ["initialisation", "total wall-clock time", "runs", *(f"{e(s)} stage" for s in stages)]
+    body = "<p>Wall-clock time (from each run's <code>run.json</code>) of every run an initialisation took: its "
+    body += "pretraining and subcortical runs, found through the checkpoints its brainstem models started from, "
+    body += "and the brainstem runs of every k and seed. Each run counts once per initialisation, so a pretraining "
+    body += "run shared by two initialisations is part of both totals.</p>"
+    unknown = [p for c in costs.values() for p in c.get("missing") or []]
+    if unknown:
+        body += f'<p class="note">{len(unknown)} run(s) recorded no time and add nothing to the totals.</p>'
+    return section("compute", "Compute per initialisation", body + table(header, rows))
+
+
+def _matrix_tables(matrices: Mapping[str, Mapping[str, Mapping[str, Any]]], corner: str) -> str:
+    out = ""
+    for name, matrix in matrices.items():
+        cols = list(dict.fromkeys(c for r in matrix.values() for c in r))
+        rows = ([f"<b>{e(r)}</b>", *(num(matrix[r].get(c)) for c in cols)] for r in matrix)
+        out += f"<h4>{e(name)}</h4>" + table([e(corner), *(e(c) for c in cols)], rows)
+    return out
+
+
+def transfer_section(results: Mapping[str, Any], figs: str) -> str:
+    """Region-to-region probe transfer: the heatmaps, with their numbers behind a click."""
+    tm = results.get("transfer_matrix") or {}
+    if not tm:
+        return section("transfer", "Transfer between regions", missing("region-transfer probes") + figs)
+    body = "<p>Does what a frozen encoder learned separate GM from WM in a region it was not probed in? A high "
+    body += "off-diagonal cell means a probe trained in one region (row) still works in another (column).</p>"
+    numbers = details("Numbers", _matrix_tables(tm, "trained in ↓ / tested in →"))
+    return section("transfer", "Transfer between regions", body + figs + numbers)
+
+
+def similarity_section(results: Mapping[str, Any], figs: str) -> str:
+    """Cross-encoder CKA and between-region shift: the heatmaps, with their numbers behind a click."""
+    tables = ""
+    if results.get("cka"):
+        tables += "<h3>Linear CKA (per region, encoder × encoder)</h3>" + _matrix_tables(results["cka"], "")
+    if results.get("shift"):
+        tables += "<h3>Shift between regions (per encoder)</h3>" + _matrix_tables(results["shift"], "")
+    if not tables:
+        return section("similarity", "Representation similarity", missing("similarity") + figs)
+    return section("similarity", "Representation similarity", figs + details("Numbers", tables))
+
+
+def _kind(measure: str) -> str:
+    if measure.endswith(TISSUE_SUFFIXES):
+        return "model (tissue in its ROI)"
+    return "region labels" if measure.endswith("_volume") else "–"
+
+
+def _group_rows(rows_in: list[Mapping[str, Any]], adjusted: bool) -> list[list[str]]:
+    rows = []
+    for g in rows_in:
+        row = [
+            e(g["measure"]),
+            e(_kind(str(g["measure"]))),
+            f"{num(g.get('n_control'))} / {num(g.get('n_patient'))}",
+            f"{num(g.get('mean_control'), 0)} / {num(g.get('mean_patient'), 0)}",
+            num(g.get("diff_pct"), 1) + ci(g.get("ci95"), 1),
+            num(g.get("true_diff_pct"), 1),
+            num(g.get("cohens_d"), 2) + ci(g.get("cohens_d_ci95"), 2),
+            pval(g.get("p")),
+            pval(g.get("p_holm")),
+            pval(g.get("p_mannwhitney")),
+        ]
+        if adjusted:
+            row.append(num(g.get("diff_pct_adjusted"), 1) + ci(g.get("ci95_adjusted"), 1) if "p_adjusted" in g else "–")
+        rows.append(row)
+    return rows
+
+
+def group_section(results: Mapping[str, Any], figs: str) -> str:
+    """Patients versus controls on the predicted volumes, with what each measure can be trusted for."""
+    rows_in = results.get("group_analysis") or []
+    excluded = results.get("group_excluded") or []
+    if not rows_in and not excluded:
+        return section("group", "Patients versus controls", missing("group analysis") + figs)
+    first = rows_in[0] if rows_in else {}
+    control, patient = first.get("control", "controls"), first.get("patient", "patients")
+    adjusted = any("p_adjusted" in g for g in rows_in)
+    header = ["measure", "from", f"n {e(control)} / {e(patient)}", f"mean {e(control)} / {e(patient)} (mm³)"]
+    header += ["difference % [95% CI]", "true difference %", "Cohen's d [95% CI]", "p (Welch)", "p (Holm)"]
+    header += ["p (Mann–Whitney)"] + (["adjusted difference % [95% CI]"] if adjusted else [])
+    body = f"<p>{e(patient)} relative to {e(control)} (negative = smaller in {e(patient)}), on the volumes "
+    body += "<code>bssl predict</code> measured for every subject. 'True difference' is the effect the simulation "
+    body += "put in (its partial-volume truth table), where known.</p>"
+    body += '<p class="note">Region volumes (<code>*_volume</code>) count the voxels of each subject\'s region '
+    body += "labels and are valid for every region. GM/WM volumes are the model's predictions and are reported "
+    body += "only inside the region the model was trained in (<code>in_model_roi</code> in volumes.tsv): elsewhere "
+    body += "the model never saw a tissue label, so its GM/WM there are extrapolations, not estimates.</p>"
+    if rows_in:
+        body += table(header, _group_rows(rows_in, adjusted))
+    if excluded:
+        items = "".join(f"<li><b>{e(x['measure'])}</b>: {e(x['reason'])}</li>" for x in excluded)
+        body += f"<p>Not compared:</p><ul>{items}</ul>"
+    return section("group", "Patients versus controls", body + figs)
