@@ -37,7 +37,7 @@ from ssl_pretrain.data.cache import CachedSubject, preprocess
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.data.split import split_subjects
 from ssl_pretrain.data.validate import load_records
-from ssl_pretrain.errors import DataError
+from ssl_pretrain.errors import ConfigError, DataError
 from ssl_pretrain.models.checkpoint import load_weights
 from ssl_pretrain.models.unet import ResEncoder
 from ssl_pretrain.run_dir import run_context
@@ -122,10 +122,15 @@ def _in_model_roi(long: pd.DataFrame) -> pd.Series:
     return long["in_model_roi"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
 
 
+HEAD_SIZE = "head_size"  # whole-brain volume without the brainstem: adjusts volumes for head size
+
+
 def volume_table(run: Run) -> pd.DataFrame:
     """One row per subject from a prediction run's ``volumes.tsv``: ``<region>_volume``, ``_GM``, ``_WM``, ``_CSF``.
 
-    ``<region>_volume`` counts the voxels of the subject's region labels, so it is valid for every region.
+    ``<region>_volume`` counts the voxels of the subject's region labels, so it is valid for every region;
+    ``head_size`` is ``whole_brain_volume - brainstem_volume`` (a head-size covariate, as intracranial
+    volume is in volumetry, that leaves out the region where patients differ).
     ``<region>_GM`` / ``_WM`` / ``_CSF`` are the model's tissue predictions and are kept only where the row
     says ``in_model_roi`` (the model learned tissue only inside its stage's ROI; elsewhere they are
     extrapolations): outside it they are NaN.
@@ -145,6 +150,8 @@ def volume_table(run: Run) -> pd.DataFrame:
     )
     names = {"region_mm3": "volume", **{f"{c}_mm3": c for c in TISSUE_MEASURES}}
     wide.columns = [f"{region}_{names[value]}" for value, region in wide.columns]
+    if {"whole_brain_volume", "brainstem_volume"} <= set(wide.columns):
+        wide[HEAD_SIZE] = wide["whole_brain_volume"] - wide["brainstem_volume"]
     return wide.reset_index()
 
 
@@ -218,10 +225,16 @@ def group_analysis(runs: Sequence[Run], cfg: DictConfig) -> tuple[dict[str, Any]
             "gives no subject a group, so patients cannot be compared with controls: add a 'group' column "
             f"(e.g. {cfg.group.control}/ALS) and re-run `bssl predict`, or leave prediction runs out of runs=[…]",
         )
-    covariates = list(cfg.group.covariates)
-    if covariates and participants.is_file():
-        extra = pd.read_csv(participants, sep="\t", dtype={"participant_id": str})
-        table = table.merge(extra[["participant_id", *covariates]], on="participant_id", how="left")
+    covariates = [c for c in cfg.group.covariates if c != HEAD_SIZE or HEAD_SIZE in table.columns]
+    from_participants = [c for c in covariates if c not in table.columns]
+    if from_participants:
+        extra = pd.read_csv(participants, sep="\t", dtype={"participant_id": str}) if participants.is_file() else None
+        absent = [c for c in from_participants if extra is None or c not in extra.columns]
+        if absent or extra is None:
+            raise ConfigError(
+                "group.covariates", f"{absent} are neither volumes.tsv measures nor columns of {participants}"
+            )
+        table = table.merge(extra[["participant_id", *from_participants]], on="participant_id", how="left")
     excluded = excluded_measures(table, list(cfg.group.measures))
     for e in excluded:
         log.info("group analysis: not comparing %s: %s", e["measure"], e["reason"])

@@ -95,7 +95,9 @@ def _group_rows(rows_in: list[Mapping[str, Any]], adjusted: bool) -> list[list[s
             pval(g.get("p_mannwhitney")),
         ]
         if adjusted:
-            row.append(num(g.get("diff_pct_adjusted"), 1) + ci(g.get("ci95_adjusted"), 1) if "p_adjusted" in g else "–")
+            has = "p_adjusted" in g
+            row.append(num(g.get("diff_pct_adjusted"), 1) + ci(g.get("ci95_adjusted"), 1) if has else "–")
+            row.append(pval(g.get("p_adjusted")) if has else "–")
         rows.append(row)
     return rows
 
@@ -111,7 +113,9 @@ def group_section(results: Mapping[str, Any], figs: str) -> str:
     adjusted = any("p_adjusted" in g for g in rows_in)
     header = ["measure", "from", f"n {e(control)} / {e(patient)}", f"mean {e(control)} / {e(patient)} (mm³)"]
     header += ["difference % [95% CI]", "true difference %", "Cohen's d [95% CI]", "p (Welch)", "p (Holm)"]
-    header += ["p (Mann–Whitney)"] + (["adjusted difference % [95% CI]"] if adjusted else [])
+    covariates = ", ".join(str(c) for c in first.get("covariates") or [])
+    header += ["p (Mann–Whitney)"]
+    header += [f"difference % adjusted for {e(covariates)} [95% CI]", "p (adjusted)"] if adjusted else []
     body = f"<p>{e(patient)} relative to {e(control)} (negative = smaller in {e(patient)}), on the volumes "
     body += "<code>bssl predict</code> measured for every subject. 'True difference' is the effect the simulation "
     body += "put in (its partial-volume truth table), where known.</p>"
@@ -119,6 +123,10 @@ def group_section(results: Mapping[str, Any], figs: str) -> str:
     body += "labels and are valid for every region. GM/WM volumes are the model's predictions and are reported "
     body += "only inside the region the model was trained in (<code>in_model_roi</code> in volumes.tsv): elsewhere "
     body += "the model never saw a tissue label, so its GM/WM there are extrapolations, not estimates.</p>"
+    if adjusted:
+        body += '<p class="note">Adjusted: least squares <i>measure ~ group + covariates</i>; '
+        body += "<code>head_size</code> (the whole-brain volume without the brainstem, from the region labels) "
+        body += "stands in for head size, as intracranial volume does in volumetric studies.</p>"
     if rows_in:
         body += table(header, _group_rows(rows_in, adjusted))
     if excluded:

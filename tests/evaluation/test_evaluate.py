@@ -76,3 +76,16 @@ def test_truth_columns_match_the_demo_truth_table():
         "brainstem_volume", "brainstem_GM", "brainstem_WM", "pons_volume", "medulla_volume", "midbrain_volume"
     }  # fmt: skip
     assert truth_column("whole_brain_GM") == "gm_volume_mm3" and "gm_volume_mm3" in known
+
+
+def test_head_size_is_the_whole_brain_without_the_brainstem(tmp_path):
+    whole = (
+        "sub-01\tn/a\tHC\twhole_brain\t50\t500\t600\t1500\tFalse\n"
+        "sub-02\tn/a\tALS\twhole_brain\t40\t450\t560\t1300\tFalse\n"
+    )
+    (tmp_path / "volumes.tsv").write_text(VOLUMES + whole)
+    table = volume_table(Run(path=tmp_path, kind="predict")).set_index("subject")
+    assert table.loc["sub-01", "head_size"] == 1500 - 1010 and table.loc["sub-02", "head_size"] == 1300 - 910
+    assert np.isnan(table.loc["sub-03_ses-01", "head_size"])  # no whole-brain row: no covariate, row not adjusted
+    (tmp_path / "volumes.tsv").write_text(VOLUMES)
+    assert "head_size" not in volume_table(Run(path=tmp_path, kind="predict")).columns
