@@ -31,20 +31,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import ssl_pretrain
+from ssl_pretrain.cli import COMMANDS
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.run_dir import is_complete, read_run_record
 
 log = logging.getLogger(__name__)
 
-# command -> module with run(cfg) (as in ssl_pretrain.cli.COMMANDS)
-MODULES = {
-    "demo-data": "ssl_pretrain.demo_data",
-    "pretrain": "ssl_pretrain.pretrain",
-    "finetune": "finetune.train",
-    "predict": "finetune.predict",
-    "evaluate": "evaluation.evaluate",
-}
+# command -> module with run(cfg), as `bssl <command>` runs it
+MODULES = {command: module for command, (module, _) in COMMANDS.items() if command != "study"}
 RESUMABLE = ("pretrain", "finetune")  # commands with resume=auto (Lightning checkpoints)
 HASH_LEN = 10
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from ssl_pretrain.config import CONFIG_DIR
-from tests.reliability.harness import REPO
 
 SLURM = CONFIG_DIR / "hydra" / "launcher" / "slurm.yaml"
 # hydra-submitit-launcher 1.2's SlurmQueueConf (hydra_plugins/hydra_submitit_launcher/config.py)
@@ -42,13 +38,15 @@ def _plugin_installed() -> bool:
     reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')",
 )
 def test_finetune_multirun_composes_with_the_slurm_launcher() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = ["finetune", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "seed=0,1", "--cfg", "hydra"]
-    done = subprocess.run(
-        [sys.executable, "-m", "ssl_pretrain", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    launcher = yaml.safe_load(done.stdout)["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("SlurmLauncher")
-    assert launcher["partition"] == "gpu" and launcher["max_num_timeout"] == 3
-    assert launcher["name"] == "bssl-${hydra.job.name}"
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import get_class
+
+    from ssl_pretrain.config import CONFIG_DIR
+
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "stage=brainstem"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("finetune", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and get_class(launcher._target_)  # the plugin's class
+    assert launcher.partition == "gpu" and launcher.max_num_timeout == 3
+    assert launcher.tasks_per_node == 1 and launcher.gpus_per_node == 1
