@@ -172,8 +172,9 @@ def _segmentation(results: Mapping[str, Any]) -> str:
             rows.append(cells)
     header = ["region", "class", "deep model Dice [95% CI]", *(f"{e(m)} (classical) Dice" for m in baselines)]
     body = "<p>Dice overlap with the reference labels inside each region (1 = perfect), over test subjects, for the "
-    body += "models trained with every labelled subject (k = all), beside classical tissue classifiers that use no "
-    body += "training labels.</p>"
+    body += "models trained with every labelled subject (k = all), pooled over their initialisations and seeds (each "
+    body += "initialisation's own Dice at k = all is in Label efficiency), beside classical tissue classifiers that "
+    body += "use no training labels.</p>"
     return section("segmentation", title, body + table(header, rows))
 
 
