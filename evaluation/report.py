@@ -217,7 +217,7 @@ td{white-space:nowrap}th{vertical-align:bottom}
 th{background:#f0f0f0}figure{margin:1em 0}img{max-width:100%}figcaption{font-size:.9em;color:#444}
 .banner{background:#fff3cd;border:2px solid #d39e00;padding:.8em;font-weight:bold}.missing{color:#777}
 .note{background:#eef4fb;border-left:4px solid #4a7fb5;padding:.5em .8em}details{margin:.4em 0 1em}
-summary{cursor:pointer;color:#2a5d8f}nav{font-size:.9em}"""
+summary{cursor:pointer;color:#2a5d8f}nav{font-size:.9em}.tw{overflow-x:auto;max-width:100%}"""
 ORDER = [
     ("best-per-k", "Which initialisation is best"),
     ("learning-curves", "Label efficiency"),

@@ -51,10 +51,10 @@ def duration(seconds: Any) -> str:
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """An HTML table; cells are already-escaped HTML."""
+    """An HTML table (scrolling sideways when wider than the page); cells are already-escaped HTML."""
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def section(sid: str, title: str, body: str) -> str:

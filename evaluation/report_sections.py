@@ -80,24 +80,24 @@ def _kind(measure: str) -> str:
 
 
 def _group_rows(rows_in: list[Mapping[str, Any]], adjusted: bool) -> list[list[str]]:
+    """Table rows: the estimates (raw, adjusted, true) first, then effect size and every p."""
     rows = []
     for g in rows_in:
+        has = adjusted and "p_adjusted" in g
         row = [
             e(g["measure"]),
             e(_kind(str(g["measure"]))),
             f"{num(g.get('n_control'))} / {num(g.get('n_patient'))}",
             f"{num(g.get('mean_control'), 0)} / {num(g.get('mean_patient'), 0)}",
             num(g.get("diff_pct"), 1) + ci(g.get("ci95"), 1),
+            *([num(g.get("diff_pct_adjusted"), 1) + ci(g.get("ci95_adjusted"), 1) if has else "–"] if adjusted else []),
             num(g.get("true_diff_pct"), 1),
-            num(g.get("cohens_d"), 2) + ci(g.get("cohens_d_ci95"), 2),
             pval(g.get("p")),
+            *([pval(g.get("p_adjusted")) if has else "–"] if adjusted else []),
+            num(g.get("cohens_d"), 2) + ci(g.get("cohens_d_ci95"), 2),
             pval(g.get("p_holm")),
             pval(g.get("p_mannwhitney")),
         ]
-        if adjusted:
-            has = "p_adjusted" in g
-            row.append(num(g.get("diff_pct_adjusted"), 1) + ci(g.get("ci95_adjusted"), 1) if has else "–")
-            row.append(pval(g.get("p_adjusted")) if has else "–")
         rows.append(row)
     return rows
 
@@ -112,10 +112,10 @@ def group_section(results: Mapping[str, Any], figs: str) -> str:
     control, patient = first.get("control", "controls"), first.get("patient", "patients")
     adjusted = any("p_adjusted" in g for g in rows_in)
     header = ["measure", "from", f"n {e(control)} / {e(patient)}", f"mean {e(control)} / {e(patient)} (mm³)"]
-    header += ["difference % [95% CI]", "true difference %", "Cohen's d [95% CI]", "p (Welch)", "p (Holm)"]
     covariates = ", ".join(str(c) for c in first.get("covariates") or [])
-    header += ["p (Mann–Whitney)"]
-    header += [f"difference % adjusted for {e(covariates)} [95% CI]", "p (adjusted)"] if adjusted else []
+    header += ["difference % [95% CI]"] + ([f"adjusted for {e(covariates)}: difference % [95% CI]"] if adjusted else [])
+    header += ["true difference %", "p (Welch)"] + (["p (adjusted)"] if adjusted else [])
+    header += ["Cohen's d [95% CI]", "p (Holm, Welch)", "p (Mann–Whitney)"]
     body = f"<p>{e(patient)} relative to {e(control)} (negative = smaller in {e(patient)}), on the volumes "
     body += "<code>bssl predict</code> measured for every subject. 'True difference' is the effect the simulation "
     body += "put in (its partial-volume truth table), where known.</p>"

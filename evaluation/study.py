@@ -103,13 +103,13 @@ class Study:
     def pretrain(self) -> dict[str, Stage]:
         """One pretraining run per method the hypotheses name."""
         methods = sorted({h["pretrain"] for h in self.hypotheses.values() if h["pretrain"]})
-        return {
-            m: self._run(
-                compose_stage(f"pretrain-{m}", "pretrain", [f"method={m}", *_overrides(self.cfg, "pretrain")],
-                              self.cfg, self.fingerprint, info={"method": m})
-            )
-            for m in methods
-        }  # fmt: skip
+        out = {}
+        for method in methods:
+            overrides = [f"method={method}", *_overrides(self.cfg, "pretrain")]
+            stage = compose_stage(f"pretrain-{method}", "pretrain", overrides, self.cfg, self.fingerprint)
+            stage.info["method"] = method
+            out[method] = self._run(stage)
+        return out
 
     def subcortical(self, encoders: Mapping[str, Stage]) -> dict[str | None, Stage]:
         """One subcortical-stage run per initialisation (scratch or a method) that a hypothesis trains further."""

@@ -227,6 +227,8 @@ def run(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> Path:
         seed_everything(int(cfg.seed), deterministic=deterministic)
         dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=views, seed=int(cfg.seed))
         check_method_config(cfg.method, dm.patch_size, dm.batch_size)
+        if rank == 0:  # validate and cache now: bad input fails before Lightning sets up (fit finds the cache)
+            dm.prepare_data()
         module = PretrainModule(cfg.method, cfg.model, cfg.optim, dm.in_channels, seed=int(cfg.seed))
         initial = copy.deepcopy(module.method.state_dict())
         trainer = build_trainer(_short_run_logging(cfg), out, monitor=None, extra_callbacks=extra_callbacks)
