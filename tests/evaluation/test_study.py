@@ -166,3 +166,26 @@ def test_two_studies_running_one_stage_at_once_run_it_once(tmp_path, monkeypatch
     for t in threads:
         t.join()
     assert calls == [str(stage.path)] and sorted(reused) == [False, True]
+
+
+def test_the_predictor_is_the_best_validation_model_at_full_labels(tmp_path):
+    from evaluation.stages import Stage
+
+    extra = ["study.k=[2,all]", "study.seeds=[0,1]"]
+    cfg = study_config(tmp_path, tmp_path / "bids", ["scratch", "subcortical"], extra)
+    study = Study(cfg, "fp")
+    stages = []
+    for hypothesis, k, seed, val in [("scratch", "all", 0, 0.7), ("subcortical", "all", 0, 0.8),
+                                     ("subcortical", "2", 0, 0.99), ("scratch", "all", 1, 0.95)]:  # fmt: skip
+        path = tmp_path / f"{hypothesis}-{k}-{seed}"
+        path.mkdir()
+        sidecar = {"architecture": {"name": "UNet"}, "modalities": ["T1w"], "result": {"val_dice": val}}
+        (path / "model.json").write_text(json.dumps(sidecar))
+        stages.append(Stage(path.name, "finetune", cfg, path, {"hypothesis": hypothesis, "k": k, "seed": seed}))
+    assert study.predictor(stages).name == "subcortical-all-0"  # k=all, first seed; not the k=2 or seed-1 runs
+    with open_dict(cfg):
+        cfg.study.predict_with = "scratch"
+    assert study.predictor(stages).name == "scratch-all-0"
+    cfg.study.predict_with = "nope"
+    with pytest.raises(ConfigError, match=r"study\.predict_with"):
+        study.predictor(stages)
