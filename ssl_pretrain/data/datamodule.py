@@ -119,6 +119,7 @@ class BrainDataModule(L.LightningDataModule):
         self.augment = build_augment(aug_cfg, self.patch_size) if data_cfg.get("augment", True) else None
         self.augment_margin = augment_margin(aug_cfg, self.patch_size, self.spacing) if self.augment else (0, 0, 0)
         self.records: list[SubjectRecord] | None = None
+        self._prepared = False
         self.splits: dict[str, list[CachedSubject]] | None = None
         self.train_dataset: PatchDataset | None = None
         self.val_dataset: PatchDataset | None = None
@@ -134,14 +135,20 @@ class BrainDataModule(L.LightningDataModule):
         return len(self.modalities)
 
     def prepare_data(self) -> None:
-        """Validate and preprocess into the cache (Lightning runs this on one process per node)."""
-        preprocess(load_records(self.data_cfg), self.data_cfg, self.cache_dir)
+        """Validate and preprocess into the cache (Lightning runs this on one process per node; a command may
+        call it first, so that bad input fails before training is set up: the second call does nothing)."""
+        if self._prepared:
+            return
+        self.records = load_records(self.data_cfg)
+        preprocess(self.records, self.data_cfg, self.cache_dir)
+        self._prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         """Load records and cached subjects, split them, build the patch datasets (idempotent)."""
         if self.splits is not None:
             return
-        self.records = load_records(self.data_cfg)
+        if self.records is None:
+            self.records = load_records(self.data_cfg)
         subjects = preprocess(self.records, self.data_cfg, self.cache_dir)
         splits = split_subjects(subjects, self.val_fraction, self.test_fraction, self.split_seed)
         if self.labelled_only:

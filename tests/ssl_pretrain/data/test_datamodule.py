@@ -172,3 +172,19 @@ def test_roi_none_in_config_samples_the_brain(root: Path, cache: Path) -> None:
     assert ds.roi is None and ds.roi_fraction == 0.0
     assert all(not ds.locate(i)[2] for i in range(len(ds)))
     assert np.all([ds.subjects[ds.locate(i)[0]].brain[tuple(ds.locate(i)[1])] for i in range(len(ds))])
+
+
+def test_prepare_data_validates_once_and_setup_reuses_its_records(root: Path, cache: Path, monkeypatch) -> None:
+    import ssl_pretrain.data.datamodule as datamodule
+
+    calls = []
+    real = datamodule.load_records
+    monkeypatch.setattr(datamodule, "load_records", lambda cfg: calls.append(1) or real(cfg))
+    dm = BrainDataModule(data_cfg(root), cache)
+    dm.prepare_data()  # a command calls it before the trainer exists ...
+    dm.prepare_data()  # ... and Lightning calls it again
+    dm.setup()
+    assert len(calls) == 1 and dm.records is not None and len(dm.records) == 8
+    fresh = BrainDataModule(data_cfg(root), cache)
+    fresh.setup()  # without prepare_data, setup reads the records itself
+    assert len(calls) == 2 and [r.key for r in fresh.records] == [r.key for r in dm.records]
