@@ -89,3 +89,21 @@ def test_head_size_is_the_whole_brain_without_the_brainstem(tmp_path):
     assert np.isnan(table.loc["sub-03_ses-01", "head_size"])  # no whole-brain row: no covariate, row not adjusted
     (tmp_path / "volumes.tsv").write_text(VOLUMES)
     assert "head_size" not in volume_table(Run(path=tmp_path, kind="predict")).columns
+
+
+def test_group_covariates_come_from_volumes_or_participants_else_name_the_key(tmp_path):
+    from evaluation.evaluate import group_analysis
+    from ssl_pretrain.errors import ConfigError
+
+    run_dir = tmp_path / "predict"
+    run_dir.mkdir()
+    (run_dir / "volumes.tsv").write_text(VOLUMES)
+    (tmp_path / "participants.tsv").write_text("participant_id\tgroup\tage\nsub-01\tHC\t60\nsub-02\tALS\t62\n")
+    cfg = compose_config("evaluate", [f"data.root={tmp_path}", "bootstrap.n=20", "group.measures=[brainstem_volume]"])
+    runs = [Run(path=run_dir, kind="predict")]
+    cfg.group.covariates = ["age", "head_size"]  # age from participants.tsv; no whole-brain rows: head_size skipped
+    group, _ = group_analysis(runs, cfg)
+    assert [r["covariates"] for r in group["rows"]] == [["age"]]
+    cfg.group.covariates = ["handedness"]
+    with pytest.raises(ConfigError, match=r"group\.covariates.*handedness"):
+        group_analysis(runs, cfg)
