@@ -1,8 +1,8 @@
 """Fine-tuning policies (``finetune.policy``): which weights train, and at which learning rate.
 
 - ``full``: every weight trains; the encoder's learning rate is ``optim.lr * optim.encoder_lr_scale``
-  (a pretrained encoder is adjusted gently while the randomly initialised decoder learns fast; 0 keeps
-  the encoder's weights fixed while it stays in train mode).
+  (1 by default, whatever the initialisation, so that arms of a transfer study differ only in where their
+  weights start; 0 keeps the encoder's weights fixed while it stays in train mode).
 - ``frozen_encoder``: the encoder is frozen (no gradient, kept in eval mode); the U-Net decoder trains.
 - ``linear``: the encoder is frozen and read out by a 1×1×1 convolution over its upsampled multi-scale
   features (:class:`~finetune.linear_head.LinearProbeNet`); no decoder.

@@ -54,7 +54,6 @@ OVERLAYS_FILE = "overlays.png"
 SUMMARY_FILE = "summary.json"
 N_CLASSES = len(TISSUE_CLASSES)
 TRAIN_LOG_DIR = "train_log"  # Lightning's per-step training curves (its own metrics.csv)
-AUTO_ENCODER_LR_SCALE = 0.1
 
 
 def stage_roi(cfg: DictConfig) -> StageROI:
@@ -154,10 +153,27 @@ def _best_weights(trainer: L.Trainer, module: SegmentationModule) -> tuple[str, 
 
 
 def optim_config(cfg: DictConfig) -> DictConfig:
-    """``cfg.optim`` with ``encoder_lr_scale: auto`` resolved (1 with ``init=scratch``, 0.1 from a checkpoint)."""
+    """``cfg.optim`` resolved and checked: one schedule whatever the initialisation (DESIGN §10 rule 1).
+
+    ``optim.encoder_lr_scale`` is a number for every run; it no longer depends on ``init`` (an earlier
+    ``auto`` gave pretrained encoders a tenth of scratch's learning rate, so the arms of a transfer study
+    differed in more than their initialisation).
+
+    Raises:
+        ConfigError: ``optim.encoder_lr_scale`` is not a number in [0, 1].
+    """
     optim = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg.optim, resolve=True)))
-    if str(optim.get("encoder_lr_scale", "auto")) == "auto":
-        optim.encoder_lr_scale = 1.0 if str(cfg.get("init") or "scratch") == "scratch" else AUTO_ENCODER_LR_SCALE
+    value = optim.get("encoder_lr_scale", 1.0)
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if isinstance(value, bool) or not 0.0 <= scale <= 1.0:
+        raise ConfigError(
+            "optim.encoder_lr_scale",
+            f"expected a number in [0, 1] (the same for every initialisation), got {value!r}",
+        )
+    optim.encoder_lr_scale = scale
     return optim
 
 

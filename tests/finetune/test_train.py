@@ -65,7 +65,7 @@ def test_subcortical_then_brainstem_then_predict(tmp_path, cohort, pretrain_run)
     meta = read_sidecar(sub / "model.pt")
     assert meta["task"] == "segmentation" and meta["stage"] == "subcortical" and meta["policy"] == "full"
     assert meta["init"]["loaded"] == "encoder" and meta["init"]["zero_initialised"] == ["FA", "MD"]
-    assert meta["optim"]["encoder_lr_scale"] == 0.1  # auto, from a checkpoint
+    assert meta["optim"]["encoder_lr_scale"] == 1.0  # the same for every initialisation
     assert meta["modalities"] == ["T1w", "T2w", "FA", "MD"] and meta["data_fingerprint"]
     test_keys = meta["test_subjects"]
     assert test_keys and not set(test_keys) & set(meta["labelled_subjects"])
@@ -142,10 +142,16 @@ def test_bad_config_values(tmp_path, cohort):
         train.run(_cfg(tmp_path, cohort, "a", f"init={bad}"))
 
 
-def test_optim_config_auto_scale():
-    cfg = OmegaConf.create({"init": "scratch", "optim": {"lr": 1e-3, "encoder_lr_scale": "auto"}})
+@pytest.mark.parametrize("init", ["scratch", "/some/pretraining/run"])
+def test_the_encoder_learning_rate_does_not_depend_on_the_initialisation(init):
+    cfg = OmegaConf.create({"init": init, "optim": {"lr": 1e-3}})
     assert train.optim_config(cfg).encoder_lr_scale == 1.0
-    cfg.init = "/some/run"
-    assert train.optim_config(cfg).encoder_lr_scale == train.AUTO_ENCODER_LR_SCALE
     cfg.optim.encoder_lr_scale = 0.5
     assert train.optim_config(cfg).encoder_lr_scale == 0.5
+
+
+@pytest.mark.parametrize("value", ["auto", 1.5, -0.1, True])
+def test_an_encoder_learning_rate_scale_that_is_not_a_number_in_0_1_is_refused(value):
+    cfg = OmegaConf.create({"init": "scratch", "optim": {"lr": 1e-3, "encoder_lr_scale": value}})
+    with pytest.raises(ConfigError, match=r"optim\.encoder_lr_scale"):
+        train.optim_config(cfg)
