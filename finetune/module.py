@@ -75,6 +75,29 @@ class WholeVolumes(Dataset):
         return {B.SUBJECT: self.keys[i]}
 
 
+def roi_dice(
+    net: nn.Module, subject: CachedSubject, roi: StageROI, inference: InferenceSettings, device: Any
+) -> dict[str, float]:
+    """Dice of one labelled subject inside the stage's ROI, predicted as a test subject is (whole ROI,
+    sliding window, background outside the brain).
+
+    Returns:
+        ``{"dice_CSF", "dice_GM", "dice_WM"}`` (NaN where a class is absent from both) and ``"dice"``, the mean
+        of the finite GM and WM values (0 when both are NaN): the quantity validation and the convergence
+        test follow.
+    """
+    mask = roi.volume_mask(np.asarray(subject.regions))
+    probs = predict_cached(net, subject, inference, device=device, focus=mask)
+    probs = mask_to_brain(probs, subject.brain)
+    truth = np.asarray(subject.tissue).astype(np.int64)
+    m = roi_metrics(predict_labels(probs), truth, mask, roi.spacing, hd95=False)
+    values = [v for v in (m["dice_GM"], m["dice_WM"]) if np.isfinite(v)]
+    return {
+        **{f"dice_{c}": float(m[f"dice_{c}"]) for c in ("CSF", "GM", "WM")},
+        "dice": float(np.mean(values)) if values else 0.0,
+    }
+
+
 class SegmentationModule(L.LightningModule):
     """GM/WM/CSF segmentation of one stage.
 
@@ -133,14 +156,8 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, item: dict[str, Any], batch_idx: int) -> None:
         subject = self.val_subjects[item[B.SUBJECT]]
-        roi = self.roi.volume_mask(np.asarray(subject.regions))
-        probs = predict_cached(self.net, subject, self.inference, device=self.device, focus=roi)
-        probs = mask_to_brain(probs, subject.brain)
-        truth = np.asarray(subject.tissue).astype(np.int64)
-        m = roi_metrics(predict_labels(probs), truth, roi, self.roi.spacing, hd95=False)
-        values = [v for v in (m["dice_GM"], m["dice_WM"]) if np.isfinite(v)]
-        score = float(np.mean(values)) if values else 0.0
-        self.log(VAL_METRIC, score, prog_bar=True, batch_size=1, sync_dist=True)
+        m = roi_dice(self.net, subject, self.roi, self.inference, self.device)
+        self.log(VAL_METRIC, m["dice"], prog_bar=True, batch_size=1, sync_dist=True)
         for cls in ("GM", "WM", "CSF"):
             if np.isfinite(m[f"dice_{cls}"]):
                 self.log(f"val/dice_{cls}", m[f"dice_{cls}"], batch_size=1, sync_dist=True)

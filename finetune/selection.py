@@ -18,19 +18,19 @@ ALL = "all"
 
 
 def parse_k(k: int | str | None) -> int | None:
-    """``labels.k`` as an int ≥ 1, or ``None`` for ``all``.
+    """``labels.k`` as an int ≥ 0 (0: zero-shot, no labelled subject of the stage), or ``None`` for ``all``.
 
     Raises:
-        ConfigError: not a positive integer or ``all``.
+        ConfigError: not a non-negative integer or ``all``.
     """
     if k is None or (isinstance(k, str) and k.strip().lower() == ALL):
         return None
     try:
         value = int(k)
     except (TypeError, ValueError):
-        raise ConfigError("labels.k", f"expected a positive integer or 'all', got {k!r}") from None
-    if value < 1 or (isinstance(k, float) and k != value):
-        raise ConfigError("labels.k", f"expected a positive integer or 'all', got {k!r}")
+        raise ConfigError("labels.k", f"expected an integer >= 0 or 'all', got {k!r}") from None
+    if value < 0 or isinstance(k, bool) or (isinstance(k, float) and k != value):
+        raise ConfigError("labels.k", f"expected an integer >= 0 or 'all', got {k!r}")
     return value
 
 
@@ -56,6 +56,8 @@ def select_labelled(candidates: Iterable[tuple[str, str | None]], k: int | str |
     if len({key for key, _ in pool}) != len(pool):
         raise ValueError("a subject key appears with two different groups")
     n = parse_k(k)
+    if n == 0:
+        return []
     if n is not None and n > len(pool):
         raise ConfigError(
             "labels.k", f"asked for {n} labelled subjects but the training split has only {len(pool)} with labels"

@@ -6,13 +6,20 @@
 2. ``labels.k`` training subjects are chosen with ``labels.seed``, balanced across groups
    (:mod:`finetune.selection`); the other training subjects are not used by this stage.
 3. The network of ``finetune.policy`` is built from ``model.*``, initialised from ``init``
-   (:mod:`finetune.init`) and trained on ROI-centred patches with the ROI-masked Dice+CE loss.
-   Validation subjects (whole volumes, sliding window) select the best checkpoint (``val/dice``) and
-   drive early stopping; without validation subjects the last weights are kept.
-4. Outputs in the run directory: ``model.pt`` + ``model.json`` (the selected weights and their sidecar),
+   (:mod:`finetune.init`) and trained on ROI-centred patches with the ROI-masked Dice+CE loss, on one
+   schedule whatever the initialisation (``optim.*``). The weights kept are the last ones of the fixed
+   schedule (``finetune.selection: last``, the default: no held-out label is read), or the best on at most
+   ``finetune.val_subjects`` labelled validation subjects when asked (:mod:`finetune.weight_selection`);
+   ``model.json`` records the rule and ``labels.seen``, every labelled subject the run used.
+4. While it trains, the run records its loss and the Dice on its own labelled training subjects and
+   tests for a plateau at the end (:mod:`finetune.convergence`): ``model.json``'s ``convergence``.
+5. ``labels.k=0`` trains nothing: the initialisation's own segmentation head is scored on the stage's
+   ROI (zero-shot transfer, e.g. a subcortical model on the brainstem); it needs a fine-tuned model as
+   ``init``.
+6. Outputs in the run directory: ``model.pt`` + ``model.json`` (the kept weights and their sidecar),
    ``metrics.csv`` (one row per test subject: Dice, HD95, predicted/true volumes per class inside the
-   ROI), ``overlays.png``, ``labelled.json`` (the chosen subjects and the split), and Lightning's
-   training curves under ``train_log/`` (its own ``metrics.csv``, per step).
+   ROI), ``overlays.png``, ``summary.json``, and Lightning's training curves under ``train_log/`` (its own
+   ``metrics.csv``, per step).
 """
 
 from __future__ import annotations
@@ -23,26 +30,26 @@ from typing import Any, cast
 
 import lightning as L
 import numpy as np
-import torch
-from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
+from finetune.convergence import ConvergenceMonitor, ConvergenceRule
 from finetune.figures import overlay_figure
 from finetune.inference import InferenceSettings
 from finetune.init import TASK, initialise
 from finetune.metrics import mean_dice
-from finetune.module import VAL_METRIC, SegmentationModule, StageROI, WholeVolumes
+from finetune.module import VAL_METRIC, SegmentationModule, StageROI, WholeVolumes, roi_dice
 from finetune.policy import build_segmentation_net, check_policy
 from finetune.roi import roi_indices
 from finetune.roi_loss import ROIDiceCELoss
 from finetune.scoring import METRICS_FILE, score_subjects, write_metrics
 from finetune.selection import group_counts, parse_k, select_labelled
+from finetune.weight_selection import WeightSelection, best_weights, plan_selection
 from ssl_pretrain.data.cache import preprocessing_settings
 from ssl_pretrain.data.datamodule import BrainDataModule
 from ssl_pretrain.data.grid import parse_patch_size, parse_spacing
 from ssl_pretrain.data.labels import TISSUE_CLASSES
-from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.models.checkpoint import save_weights
 from ssl_pretrain.run_dir import run_context, write_json_atomic
 from ssl_pretrain.training import build_trainer, resolve_resume, seed_everything
@@ -83,9 +90,18 @@ def stage_data_config(cfg: DictConfig) -> DictConfig:
 
 
 def model_sidecar(
-    cfg: DictConfig, dm: BrainDataModule, chosen: list[str], init_info: dict[str, Any], extra: dict[str, Any]
+    cfg: DictConfig,
+    dm: BrainDataModule,
+    chosen: list[str],
+    init_info: dict[str, Any],
+    selection: WeightSelection | None,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """The ``model.json`` content (beside what :func:`save_weights` fills in)."""
+    """The ``model.json`` content (beside what :func:`save_weights` fills in).
+
+    ``labels.seen`` counts every labelled subject of the stage's ROI the run used: its ``labels.k`` training
+    subjects plus the validation subjects that chose its weights (``selection``; ``None`` for ``k=0``).
+    """
     data = cfg.data
     return {
         "task": TASK,
@@ -100,7 +116,13 @@ def model_sidecar(
         "stage_config": OmegaConf.to_container(cfg.stage, resolve=True),
         "policy": str(cfg.finetune.policy),
         "init": init_info,
-        "labels": {"k": "all" if parse_k(cfg.labels.k) is None else int(cfg.labels.k), "seed": int(cfg.labels.seed)},
+        "labels": {
+            "k": "all" if parse_k(cfg.labels.k) is None else int(cfg.labels.k),
+            "seed": int(cfg.labels.seed),
+            "seen": len(chosen) + (len(selection.val_subjects) if selection else 0),
+        },
+        "init_label": cfg.get("init_label") or None,
+        "selection": selection.record() if selection else {"rule": "zero-shot", "description": "no training"},
         "labelled_subjects": chosen,
         "labelled_groups": group_counts(chosen, {s.key: s.group for s in dm.train_subjects}),
         "seeds": {"seed": int(cfg.seed), "labels": int(cfg.labels.seed), "split": int(data.split_seed)},
@@ -113,15 +135,21 @@ def model_sidecar(
 
 
 def _datamodules(cfg: DictConfig) -> tuple[BrainDataModule, list[str]]:
-    """The stage's data module restricted to the ``labels.k`` chosen training subjects, and their keys."""
+    """The stage's data module restricted to the ``labels.k`` chosen training subjects, and their keys.
+
+    With ``labels.k=0`` no subject is chosen and the module of every labelled subject is returned (only its
+    test subjects are used).
+    """
     data = stage_data_config(cfg)
     common = {"roi": data.roi, "labelled_only": True, "seed": int(cfg.seed)}
     everyone = BrainDataModule(data, cfg.paths.cache_dir, **common)
     everyone.setup()
     candidates = [(s.key, s.group) for s in everyone.train_subjects]
     chosen = select_labelled(candidates, cfg.labels.k, int(cfg.labels.seed))
-    dm = BrainDataModule(data, cfg.paths.cache_dir, train_keys=chosen, **common)
-    dm.setup()
+    dm = everyone
+    if chosen:
+        dm = BrainDataModule(data, cfg.paths.cache_dir, train_keys=chosen, **common)
+        dm.setup()
     log.info(
         "stage %s: %d labelled of %d labelled training subjects (%s), %d validation, %d test",
         cfg.stage.name,
@@ -132,24 +160,6 @@ def _datamodules(cfg: DictConfig) -> tuple[BrainDataModule, list[str]]:
         len(dm.test_subjects),
     )
     return dm, chosen
-
-
-def _best_weights(trainer: L.Trainer, module: SegmentationModule) -> tuple[str, float | None]:
-    """Load the best validation checkpoint's weights into ``module`` if there is one.
-
-    Returns:
-        Which weights were kept, in words, and their validation Dice (``None`` without validation).
-    """
-    monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == VAL_METRIC]
-    callback = monitored[0] if monitored else None
-    best = getattr(callback, "best_model_path", "") if callback is not None else ""
-    if not best or not Path(best).is_file():
-        return "last", None
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
-    raw = getattr(callback, "best_model_score", None)
-    score = float(raw) if raw is not None else float("nan")
-    return f"best {VAL_METRIC}={score:.4f} ({Path(best).name})", score
 
 
 def optim_config(cfg: DictConfig) -> DictConfig:
@@ -177,15 +187,6 @@ def optim_config(cfg: DictConfig) -> DictConfig:
     return optim
 
 
-def _callbacks(cfg: DictConfig, has_val: bool) -> list:
-    patience = cfg.finetune.get("early_stopping_patience")
-    if not has_val or patience is None:
-        return []
-    if int(patience) < 1:
-        raise ConfigError("finetune.early_stopping_patience", f"expected a positive int or null, got {patience}")
-    return [EarlyStopping(monitor=VAL_METRIC, mode="max", patience=int(patience), check_on_train_epoch_end=False)]
-
-
 def _write_outputs(
     cfg: DictConfig,
     out: Path,
@@ -194,8 +195,10 @@ def _write_outputs(
     chosen: list[str],
     init_info: dict[str, Any],
     optim: DictConfig,
+    selection: WeightSelection | None,
     selected: tuple[str, float | None],
     steps: int,
+    convergence: dict[str, Any] | None,
 ) -> None:
     """Score the test subjects and write model.pt/json, metrics.csv, overlays.png and summary.json."""
     roi, policy = module.roi, module.policy
@@ -218,8 +221,10 @@ def _write_outputs(
     }
     for cls in ("GM", "WM", "CSF"):
         summary[f"test_dice_{cls}"] = mean_dice(rows, (cls,))
-    extra = {"result": summary, "optim": OmegaConf.to_container(optim, resolve=True)}
-    meta = model_sidecar(cfg, dm, chosen, init_info, extra)
+    if convergence is not None:
+        summary["converged"] = convergence["converged"]
+    extra = {"result": summary, "optim": OmegaConf.to_container(optim, resolve=True), "convergence": convergence}
+    meta = model_sidecar(cfg, dm, chosen, init_info, selection, extra)
     save_weights(module.net.cpu(), out / MODEL_FILE, meta)
     if rows:
         write_metrics(out / METRICS_FILE, rows)
@@ -232,48 +237,84 @@ def _write_outputs(
     log.info("test Dice in the %s ROI (%d subjects): %s", roi.group, len(rows), shown)
 
 
+def _zero_shot_check(init_info: dict[str, Any], init: Any) -> None:
+    """``labels.k=0`` scores an initialisation's own head: refuse one that has none."""
+    if init_info.get("loaded") != "model":
+        raise CheckpointError(
+            init or "scratch",
+            "labels.k=0 (zero-shot) scores the initialisation's own segmentation head, but this init has none: "
+            "give a `bssl finetune` run (e.g. the subcortical stage) as init=, or use labels.k >= 1",
+        )
+
+
+def _train(
+    cfg: DictConfig, out: Path, module: SegmentationModule, dm: BrainDataModule, selection: WeightSelection
+) -> tuple[L.Trainer, tuple[str, float | None], dict[str, Any]]:
+    """Fit ``module`` on the chosen subjects; returns the trainer, the weights kept and the convergence verdict."""
+    rule = ConvergenceRule.from_config(cfg.finetune.get("convergence"))
+
+    def dice_of(pl_module: L.LightningModule, subject: Any) -> float:
+        return roi_dice(module.net, subject, module.roi, module.inference, pl_module.device)["dice"]
+
+    monitor = ConvergenceMonitor(rule, dm.train_subjects, dice_of, int(cfg.trainer.max_steps))
+    validates = selection.uses_validation
+    val_loader = DataLoader(WholeVolumes(selection.val_subjects), batch_size=None) if validates else None
+    trainer = build_trainer(
+        cfg,
+        out,
+        monitor=VAL_METRIC if validates else None,
+        monitor_mode="max",
+        log_dir=out / TRAIN_LOG_DIR,
+        extra_callbacks=[monitor, *selection.callbacks()],
+    )
+    trainer.fit(
+        module,
+        train_dataloaders=dm.train_dataloader(),
+        val_dataloaders=val_loader,
+        ckpt_path=resolve_resume(cfg.get("resume"), out, cfg),
+    )
+    selected = best_weights(trainer, module) if validates else ("last", None)
+    verdict = monitor.summary()
+    log.info(
+        "weights kept: %s; converged: %s (loss fall %.4f, training-subject Dice gain %.4f over the last %.0f%%)",
+        selected[0], verdict["converged"], verdict["loss_fall"], verdict["train_dice_gain"], 100 * rule.window,
+    )  # fmt: skip
+    return trainer, selected, verdict
+
+
 def run(cfg: DictConfig) -> Path:
-    """Train one stage and write its artefacts; return the run directory."""
+    """Train one stage (or, with ``labels.k=0``, score its initialisation) and write its artefacts."""
     policy = check_policy(str(cfg.finetune.policy))
-    parse_k(cfg.labels.k)
+    k = parse_k(cfg.labels.k)
     with run_context(cfg, "finetune") as out:
         seed_everything(int(cfg.seed), deterministic=cfg.trainer.get("deterministic") is True)
         roi = stage_roi(cfg)
         dm, chosen = _datamodules(cfg)
         net = build_segmentation_net(cfg.model, len(dm.modalities), N_CLASSES, policy)
         init_info = initialise(net, cfg.get("init"), dm.modalities)
-        total_steps = int(cfg.trainer.max_steps)
         inference = InferenceSettings.from_config(cfg.inference, dm.patch_size, int(np.prod(cfg.model.strides)))
         loss = ROIDiceCELoss(N_CLASSES, **cast(dict, OmegaConf.to_container(cfg.loss, resolve=True)))
         optim = optim_config(cfg)
+        seed = int(cfg.labels.seed)
+        selection = None if k == 0 else plan_selection(cfg.finetune, dm.val_subjects, len(chosen), seed)
         module = SegmentationModule(
             net,
             policy=policy,
             roi=roi,
             loss=loss,
             optim_cfg=optim,
-            total_steps=total_steps,
+            total_steps=int(cfg.trainer.max_steps),
             inference=inference,
-            val_subjects=dm.val_subjects,
+            val_subjects=selection.val_subjects if selection else (),
         )
-        has_val = bool(dm.val_subjects)
-        val_loader = DataLoader(WholeVolumes(dm.val_subjects), batch_size=None) if has_val else None
-        trainer = build_trainer(
-            cfg,
-            out,
-            monitor=VAL_METRIC if has_val else None,
-            monitor_mode="max",
-            log_dir=out / TRAIN_LOG_DIR,
-            extra_callbacks=_callbacks(cfg, has_val),
-        )
-        trainer.fit(
-            module,
-            train_dataloaders=dm.train_dataloader(),
-            val_dataloaders=val_loader,
-            ckpt_path=resolve_resume(cfg.get("resume"), out, cfg),
-        )
-        selected = _best_weights(trainer, module) if has_val else ("last", None)
-        log.info("weights kept: %s", selected[0])
-        if trainer.is_global_zero:
-            _write_outputs(cfg, out, module, dm, chosen, init_info, optim, selected, int(trainer.global_step))
+        selected: tuple[str, float | None]
+        if selection is None:
+            _zero_shot_check(init_info, cfg.get("init"))
+            log.info("labels.k=0: scoring %s on the %s ROI without training (zero-shot)", cfg.get("init"), roi.group)
+            selected, steps, verdict, writes = ("init (zero-shot, no training)", None), 0, None, True
+        else:
+            trainer, selected, verdict = _train(cfg, out, module, dm, selection)
+            steps, writes = int(trainer.global_step), trainer.is_global_zero
+        if writes:
+            _write_outputs(cfg, out, module, dm, chosen, init_info, optim, selection, selected, steps, verdict)
     return out

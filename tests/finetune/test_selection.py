@@ -49,7 +49,7 @@ def test_unknown_group_is_a_group():
     assert {dict([("sub-01", ""), ("sub-02", ""), ("sub-03", "HC"), ("sub-04", "HC")])[c] for c in chosen} == {"", "HC"}
 
 
-@pytest.mark.parametrize("bad", [0, -1, "two", 1.5])
+@pytest.mark.parametrize("bad", [-1, "two", 1.5])
 def test_bad_k(bad):
     with pytest.raises(ConfigError, match=r"labels\.k"):
         select_labelled(CANDIDATES, bad, seed=0)
@@ -65,3 +65,12 @@ def test_k_larger_than_pool_and_empty_pool():
 def test_parse_k():
     assert parse_k("all") is None and parse_k("ALL") is None and parse_k(None) is None
     assert parse_k(3) == 3 and parse_k("4") == 4
+    assert parse_k(0) == 0 and parse_k("0") == 0  # zero-shot: no labelled subject
+    for bad in (-1, "-2", 1.5, "two", True):
+        with pytest.raises(ConfigError, match=r"labels\.k"):
+            parse_k(bad)
+
+
+def test_k_zero_selects_nobody():
+    assert select_labelled(CANDIDATES, 0, seed=0) == []
+    assert select_labelled([], 0, seed=0) == []

@@ -77,9 +77,14 @@ def test_subcortical_then_brainstem_then_predict(tmp_path, cohort, pretrain_run)
     assert metrics["dice_GM"].between(0, 1).all()
     assert (sub / "overlays.png").stat().st_size > 1000
     assert (sub / "train_log" / "metrics.csv").is_file()
-    assert (sub / "checkpoints" / "best.ckpt").is_file()  # validation selected it
+    assert not (sub / "checkpoints" / "best.ckpt").exists()  # a fixed schedule: no validation label is read
     summary = json.loads((sub / "summary.json").read_text())
-    assert summary["weights"].startswith("best val/dice=") and summary["steps"] == 4
+    assert summary["weights"] == "last" and summary["steps"] == 4 and summary["val_dice"] is None
+    assert meta["selection"]["rule"] == "last" and meta["selection"]["val_subjects"] == []
+    assert meta["labels"]["seen"] == len(meta["labelled_subjects"])
+    conv = meta["convergence"]
+    assert isinstance(conv["converged"], bool) and len(conv["loss"]) == 4
+    assert [s for s, _ in conv["train_dice"]] == [1, 2, 3, 4] and conv["train_subjects"]
     assert json.loads((sub / "run.json").read_text())["status"] == "complete"
 
     stem = train.run(_cfg(tmp_path, cohort, "stem", "stage=brainstem", "labels.k=2", "labels.seed=3", f"init={sub}"))
@@ -89,6 +94,14 @@ def test_subcortical_then_brainstem_then_predict(tmp_path, cohort, pretrain_run)
     assert len(meta2["labelled_subjects"]) == 2 and set(meta2["labelled_groups"]) == {"HC", "ALS"}
     assert meta2["test_subjects"] == test_keys  # the test split does not depend on the stage or k
     assert pd.read_csv(stem / "metrics.csv")["subject"].tolist() == test_keys
+
+    zero = train.run(_cfg(tmp_path, cohort, "zero", "stage=brainstem", "labels.k=0", f"init={sub}"))
+    meta0 = read_sidecar(zero / "model.pt")
+    assert meta0["labels"] == {"k": 0, "seed": 0, "seen": 0} and meta0["labelled_subjects"] == []
+    assert meta0["result"]["steps"] == 0 and meta0["convergence"] is None
+    assert pd.read_csv(zero / "metrics.csv")["subject"].tolist() == test_keys
+    for key, value in read_sidecar(sub / "model.pt")["architecture"].items():
+        assert meta0["architecture"][key] == value  # the subcortical model itself, scored on the brainstem
 
     out = predict.run(
         compose_config(
@@ -155,3 +168,22 @@ def test_an_encoder_learning_rate_scale_that_is_not_a_number_in_0_1_is_refused(v
     cfg = OmegaConf.create({"init": "scratch", "optim": {"lr": 1e-3, "encoder_lr_scale": value}})
     with pytest.raises(ConfigError, match=r"optim\.encoder_lr_scale"):
         train.optim_config(cfg)
+
+def test_selection_on_validation_subjects_counts_them(tmp_path, cohort):
+    out = train.run(
+        _cfg(tmp_path, cohort, "val", "stage=brainstem", "labels.k=1", "finetune.selection=val", "eval.hd95=false")
+    )
+    meta = read_sidecar(out / "model.pt")
+    assert meta["selection"]["rule"] == "val" and len(meta["selection"]["val_subjects"]) == 1  # as many as k
+    assert meta["labels"]["seen"] == 2  # one to train, one to select: both are labelled brainstems it used
+    assert not set(meta["selection"]["val_subjects"]) & set(meta["labelled_subjects"] + meta["test_subjects"])
+
+
+def test_zero_shot_needs_an_init_with_a_segmentation_head(tmp_path, cohort):
+    with pytest.raises(CheckpointError, match="zero-shot"):
+        train.run(_cfg(tmp_path, cohort, "zero", "stage=brainstem", "labels.k=0"))
+
+
+def test_early_stopping_without_validation_is_refused(tmp_path, cohort):
+    with pytest.raises(ConfigError, match=r"finetune\.early_stopping_patience"):
+        train.run(_cfg(tmp_path, cohort, "es", "stage=brainstem", "labels.k=1", "finetune.early_stopping_patience=3"))

@@ -1,0 +1,99 @@
+"""The plateau test of finetune.convergence: closed-form slopes, verdicts on synthetic curves, resumable state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finetune.convergence import ConvergenceMonitor, ConvergenceRule, judge, loss_fall
+from ssl_pretrain.errors import ConfigError
+
+
+def test_loss_fall_of_a_straight_line_is_its_relative_drop():
+    steps = np.arange(80, 101)
+    losses = 1.0 - 0.005 * (steps - 80)  # from 1.0 to 0.9 over the window, median 0.95
+    assert loss_fall(steps, losses) == pytest.approx(0.1 / 0.95)
+    assert loss_fall(steps, np.full(len(steps), 0.5)) == 0.0
+    assert np.isnan(loss_fall([1, 2], [1.0, 0.9]))  # too few points
+
+
+def test_loss_fall_ignores_a_few_outlier_steps():
+    rng = np.random.default_rng(0)
+    steps = np.arange(200)
+    losses = 0.4 + rng.normal(0, 0.01, 200)
+    losses[::25] = 3.0  # hard patches
+    assert abs(loss_fall(steps, losses)) < 0.02
+
+
+def _curves(total, final_slope, dice_gain):
+    losses = [(s, 0.3 + 1.0 / (1 + 0.05 * s) + final_slope * s) for s in range(1, total + 1)]
+    rule = ConvergenceRule()
+    dice = [(s, 0.8 + dice_gain * (s >= total)) for s in rule.dice_steps(total)]
+    return rule, losses, dice
+
+
+def test_a_plateaued_run_converges_and_a_falling_one_does_not():
+    rule, losses, dice = _curves(1000, 0.0, 0.0)
+    verdict = judge(rule, losses, dice, 1000)
+    assert verdict["converged"] and verdict["window_start"] == 800 and 0 <= verdict["loss_fall"] < 0.02
+    rule, losses, dice = _curves(100, 0.0, 0.0)  # 0.3 + 1/(1+0.05 s) still falls ~7 % over steps 80-100
+    assert not judge(rule, losses, dice, 100)["converged"]
+    rule, losses, dice = _curves(1000, 0.0, 0.02)  # loss flat, but training-subject Dice still gains
+    verdict = judge(rule, losses, dice, 1000)
+    assert not verdict["converged"] and verdict["train_dice_gain"] == pytest.approx(0.02)
+
+
+def test_a_run_that_stopped_early_is_not_converged():
+    rule, losses, dice = _curves(1000, 0.0, 0.0)
+    assert not judge(rule, losses[:500], dice[:2], 1000)["converged"]  # its last Dice checkpoint is missing
+
+
+def test_dice_steps_include_the_window_start_and_the_end():
+    assert ConvergenceRule().dice_steps(64) == [13, 26, 38, 51, 64]
+    assert ConvergenceRule(checkpoints=2).dice_steps(100) == [50, 80, 100]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("window", 1.0), ("max_loss_fall", -0.1), ("checkpoints", 1), ("max_subjects", 0), ("nope", 1)]
+)
+def test_bad_settings_name_their_key(key, value):
+    with pytest.raises(ConfigError, match=r"finetune\.convergence"):
+        ConvergenceRule.from_config({key: value})
+
+
+class _Loss:
+    def __init__(self, value):
+        self.value = value
+
+    def detach(self):
+        return self.value
+
+
+class _Subject:
+    def __init__(self, key):
+        self.key = key
+
+
+class _Trainer:
+    global_step = 0
+
+
+def test_the_monitor_records_every_step_and_resumes_from_its_state():
+    rule = ConvergenceRule(checkpoints=2, max_subjects=2)
+    a, b, c = _Subject("a"), _Subject("b"), _Subject("c")
+    monitor = ConvergenceMonitor(rule, [a, b, c], lambda module, s: {"a": 0.5, "b": 0.7}[s.key], 10)
+    assert monitor.subjects == [a, b]
+    trainer = _Trainer()
+    for step in range(1, 7):
+        trainer.global_step = step
+        monitor.on_train_batch_end(trainer, None, {"loss": _Loss(1.0 / step)}, None, step)
+    state = monitor.state_dict()
+    resumed = ConvergenceMonitor(rule, [a, b], lambda module, s: 0.6, 10)
+    resumed.load_state_dict(state)
+    for step in range(7, 11):
+        trainer.global_step = step
+        resumed.on_train_batch_end(trainer, None, {"loss": _Loss(0.1)}, None, step)
+    summary = resumed.summary()
+    assert [s for s, _ in summary["loss"]] == list(range(1, 11))
+    assert summary["train_dice"] == [[5, pytest.approx(0.6)], [8, 0.6], [10, 0.6]]  # step 5 before the resume
+    assert summary["train_subjects"] == ["a", "b"]
