@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -31,10 +31,9 @@ from evaluation.report import build_report
 from evaluation.runs import Run, collect_runs, finetune_rows
 from evaluation.transfer import measure_transfer
 from finetune.metrics import roi_metrics
-from finetune.roi import roi_mask
+from finetune.roi import StageROI
 from ssl_pretrain.config import CONFIG_DIR, to_flat_dict
 from ssl_pretrain.data.cache import CachedSubject, preprocess
-from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.data.split import split_subjects
 from ssl_pretrain.data.validate import load_records
 from ssl_pretrain.errors import ConfigError, DataError
@@ -77,9 +76,9 @@ def _encoders(runs: Sequence[Run], modalities: Sequence[str], seed: int, random_
 
 def _stage_roi(stage: str, subject: CachedSubject) -> np.ndarray:
     """The ROI of ``configs/stage/<stage>.yaml`` on a cached subject's grid."""
-    cfg = OmegaConf.load(CONFIG_DIR / "stage" / f"{stage}.yaml")
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "stage" / f"{stage}.yaml"))
     spacing = np.linalg.norm(subject.affine[:3, :3], axis=0)
-    return roi_mask(np.asarray(subject.regions), region_group_indices(str(cfg.roi)), float(cfg.roi_margin_mm), spacing)
+    return StageROI.from_config(cast(dict, cfg), spacing).volume_mask(np.asarray(subject.regions))
 
 
 def baseline_rows(

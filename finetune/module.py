@@ -10,7 +10,6 @@ and drives early stopping). The test split is never seen here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -22,40 +21,13 @@ from torch.utils.data import Dataset
 from finetune.inference import InferenceSettings, mask_to_brain, predict_cached, predict_labels
 from finetune.metrics import roi_metrics
 from finetune.policy import apply_policy, encoder_frozen, encoder_of, param_groups
-from finetune.roi import roi_mask, roi_mask_torch
+from finetune.roi import StageROI
 from finetune.roi_loss import ROIDiceCELoss
 from ssl_pretrain.data import batch as B
 from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.training import build_optimizer
 
 VAL_METRIC = "val/dice"
-
-
-@dataclass(frozen=True)
-class StageROI:
-    """Where a stage's loss and metrics count.
-
-    Attributes:
-        name: stage name (``subcortical`` | ``brainstem``).
-        group: region group of the ROI (``stage.roi``).
-        indices: its canonical region indices.
-        margin_mm: dilation of the ROI (``stage.roi_margin_mm``).
-        spacing: voxel size of the cache grid in mm.
-    """
-
-    name: str
-    group: str
-    indices: tuple[int, ...]
-    margin_mm: float
-    spacing: tuple[float, float, float]
-
-    def volume_mask(self, regions: np.ndarray) -> np.ndarray:
-        """``(X, Y, Z)`` bool ROI of a whole volume."""
-        return roi_mask(regions, self.indices, self.margin_mm, self.spacing)
-
-    def patch_mask(self, regions: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, X, Y, Z)`` bool ROI of a batch of patches."""
-        return roi_mask_torch(regions, self.indices, self.margin_mm, self.spacing)
 
 
 class WholeVolumes(Dataset):

@@ -20,7 +20,7 @@ from finetune.bids_output import write_text
 from finetune.figures import OverlayCase
 from finetune.inference import InferenceSettings, mask_to_brain, predict_cached, predict_labels
 from finetune.metrics import metric_columns, roi_metrics
-from finetune.module import StageROI
+from finetune.roi import StageROI
 from ssl_pretrain.data.cache import CachedSubject
 
 METRICS_FILE = "metrics.csv"

@@ -38,9 +38,9 @@ from finetune.figures import overlay_figure
 from finetune.inference import InferenceSettings
 from finetune.init import TASK, initialise
 from finetune.metrics import mean_dice
-from finetune.module import VAL_METRIC, SegmentationModule, StageROI, WholeVolumes, roi_dice
+from finetune.module import VAL_METRIC, SegmentationModule, WholeVolumes, roi_dice
 from finetune.policy import build_segmentation_net, check_policy
-from finetune.roi import roi_indices
+from finetune.roi import StageROI
 from finetune.roi_loss import ROIDiceCELoss
 from finetune.scoring import METRICS_FILE, score_subjects, write_metrics
 from finetune.selection import group_counts, parse_k, select_labelled
@@ -67,17 +67,12 @@ def stage_roi(cfg: DictConfig) -> StageROI:
     """The stage's ROI from ``stage.*`` and ``data.spacing``.
 
     Raises:
-        ConfigError: unknown ``stage.roi``, or a negative ``stage.roi_margin_mm``.
+        ConfigError: unknown ``stage.roi`` / ``stage.roi_exclude``, a negative margin, a bad ``roi_fraction``.
     """
-    stage = cfg.stage
-    margin = float(stage.get("roi_margin_mm", 0.0) or 0.0)
-    if not np.isfinite(margin) or margin < 0:
-        raise ConfigError("stage.roi_margin_mm", f"expected a margin >= 0 mm, got {margin}")
-    fraction = float(stage.get("roi_fraction", 0.8))
+    fraction = float(cfg.stage.get("roi_fraction", 0.8))
     if not 0 <= fraction <= 1:
         raise ConfigError("stage.roi_fraction", f"expected a fraction in [0, 1], got {fraction}")
-    spacing = parse_spacing(cfg.data.spacing)
-    return StageROI(str(stage.name), str(stage.roi), roi_indices(str(stage.roi)), margin, (spacing,) * 3)
+    return StageROI.from_config(cfg.stage, parse_spacing(cfg.data.spacing))
 
 
 def stage_data_config(cfg: DictConfig) -> DictConfig:
