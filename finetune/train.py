@@ -52,7 +52,8 @@ from ssl_pretrain.data.labels import TISSUE_CLASSES
 from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.models.checkpoint import save_weights
 from ssl_pretrain.run_dir import run_context, write_json_atomic
-from ssl_pretrain.training import build_trainer, resolve_resume, seed_everything
+from ssl_pretrain.training import build_trainer, resolve_accelerator, resolve_resume, seed_everything
+from ssl_pretrain.training.memory_format import apply_memory_format, resolve_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +288,10 @@ def run(cfg: DictConfig) -> Path:
         dm, chosen = _datamodules(cfg)
         net = build_segmentation_net(cfg.model, len(dm.modalities), N_CLASSES, policy)
         init_info = initialise(net, cfg.get("init"), dm.modalities)
+        layout = resolve_memory_format(
+            cfg.trainer.get("memory_format", "auto"), resolve_accelerator(cfg.trainer.accelerator)
+        )
+        apply_memory_format(net, layout)
         inference = InferenceSettings.from_config(cfg.inference, dm.patch_size, int(np.prod(cfg.model.strides)))
         loss = ROIDiceCELoss(N_CLASSES, **cast(dict, OmegaConf.to_container(cfg.loss, resolve=True)))
         optim = optim_config(cfg)
