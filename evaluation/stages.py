@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import ssl_pretrain
@@ -85,6 +86,45 @@ def config_hash(cfg: DictConfig, fingerprint: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
 
 
+def _split_overrides(name: str, overrides: Sequence[str]) -> tuple[list[str], list[Any]]:
+    """A stage's overrides as (those Hydra composes, parsed ``data.*`` overrides applied on the study's data).
+
+    Raises:
+        ConfigError: an override of ``paths.*`` (a study's stages share its paths) or one that does not parse.
+    """
+    parser = OverridesParser.create()
+    compose: list[str] = []
+    data: list[Any] = []
+    for text in overrides:
+        try:
+            (override,) = parser.parse_overrides([text])
+        except Exception as err:  # Hydra's parse error names the override
+            raise ConfigError(f"study.overrides ({name})", f"cannot parse {text!r}: {err}") from err
+        key = override.key_or_group
+        if key in ("paths", "data") or key.startswith("paths."):
+            what = "paths" if key.startswith("paths") else "data"
+            raise ConfigError(f"study.overrides ({name})", f"{text!r}: a study's stages share its {what}; set it once")
+        if key.startswith("data."):
+            data.append(override)
+        else:
+            compose.append(text)
+    return compose, data
+
+
+def _apply_data_overrides(cfg: DictConfig, name: str, overrides: Sequence[Any]) -> None:
+    """Apply parsed ``data.*`` overrides on top of the study's data (a stage's own, e.g. a smaller patch)."""
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_delete():
+            raise ConfigError(f"study.overrides ({name})", f"~{key}: the study's data keys cannot be deleted")
+        if not override.is_add() and OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+            raise ConfigError(key, f"not in the data config (study.overrides ({name}); +{key}=VALUE adds a new key)")
+        OmegaConf.update(cfg, key, override.value(), merge=False, force_add=True)
+
+
+_MISSING = object()
+
+
 def compose_stage(
     name: str,
     command: str,
@@ -100,7 +140,8 @@ def compose_stage(
     Args:
         name: the stage's readable name (prefix of its directory).
         command: ``pretrain`` | ``finetune`` | ``predict`` | ``evaluate`` | ``demo-data``.
-        overrides: Hydra overrides of ``configs/<command>.yaml`` (groups and values).
+        overrides: Hydra overrides of ``configs/<command>.yaml`` (groups and values). ``data.*`` overrides
+            apply on top of the study's data for this stage only (e.g. ``data.patch_size=24``).
         study: the study's config; its ``data`` (and ``demo``) replace the stage's, its ``paths`` give the
             cache and runs directories.
         fingerprint: the dataset fingerprint (part of the hash).
@@ -109,14 +150,16 @@ def compose_stage(
         after: the finished stages whose outputs it reads (their identity is part of the hash).
 
     Raises:
-        ConfigError: an override does not compose (names the stage and the override list).
+        ConfigError: an override does not compose or names ``paths.*`` (names the stage and the override list).
     """
+    to_compose, data_overrides = _split_overrides(name, overrides)
     try:
-        cfg = compose_config(command, list(overrides))
+        cfg = compose_config(command, to_compose)
     except Exception as err:  # Hydra's own errors name the bad key; say which stage list it came from
-        raise ConfigError(f"study.overrides ({name})", f"{overrides} does not compose: {err}") from err
+        raise ConfigError(f"study.overrides ({name})", f"{list(overrides)} does not compose: {err}") from err
     with open_dict(cfg):
         cfg.data = OmegaConf.create(OmegaConf.to_container(study.data, resolve=True))
+        _apply_data_overrides(cfg, name, data_overrides)
         if command == "demo-data":
             cfg.demo = OmegaConf.create(OmegaConf.to_container(study.demo, resolve=True))
         for key, value in (values or {}).items():

@@ -3,15 +3,20 @@
 Data flow (each arrow is one or more stages of :mod:`evaluation.stages`, reused when already finished)::
 
     demo cohort (only if data.root is missing; a simulation)
-      → pretrain: one run per SSL method a hypothesis names         (study.hypotheses.*.pretrain)
-      → finetune stage=subcortical: one per initialisation that a hypothesis trains further
-      → finetune stage=brainstem: every hypothesis × study.k × study.seeds   (the label-efficiency sweep)
-      → predict: every subject, with the k=all brainstem model of study.predict_with
-      → evaluate: transfer matrix, CKA, learning curves, paired tests, baselines, group analysis
+      → pretrain: one run per SSL method a hypothesis names, per pretraining seed (study.pretrain_seeds)
+      → source stages (e.g. finetune stage=subcortical): one per chain of stages a hypothesis trains first
+      → the target stage (study.target, e.g. brainstem):
+          k = 0 for every arm with a segmentation head (zero-shot), then every hypothesis × k × seed
+      → predict: every subject, with the k=all target model of study.predict_with
+      → evaluate: design, convergence, learning curves, paired tests, transfer, baselines, group analysis
       → <study run dir>/study.json + report.html (a copy of the evaluation's report)
 
-Hypotheses come from ``configs/experiment/<name>.yaml`` (``experiment=[…]``); presets (``preset=quick``,
-``preset=full``) set the steps and the network of every stage through ``study.overrides``.
+The rules of an honest transfer experiment (DESIGN §10) hold by construction: every arm gets the same
+target schedule (checked before anything trains, :mod:`evaluation.study_design`), a compute-matched
+control (``match_compute``) trains from scratch for as many supervised steps as the longest chain, each
+seed fixes the labelled subjects of every arm alike, and a k-label run reads no other label.
+Hypotheses come from ``configs/experiment/<name>.yaml`` (:mod:`evaluation.hypotheses`); presets
+(``preset=quick``, ``preset=full``) set the steps and the network of every stage through ``study.overrides``.
 """
 
 from __future__ import annotations
@@ -22,41 +27,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from evaluation.hypotheses import Hypothesis, hypotheses, source_label
 from evaluation.stages import Stage, compose_stage, run_stage
+from evaluation.study_design import check_arms
 from finetune.selection import parse_k
 from ssl_pretrain.config import CONFIG_DIR
 from ssl_pretrain.data.validate import dataset_fingerprint, load_records
 from ssl_pretrain.errors import ConfigError, DataError
-from ssl_pretrain.models.checkpoint import read_sidecar
 from ssl_pretrain.run_dir import run_context, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEMO_ROOT = "data/demo"  # configs/data/default.yaml's data.root
-
-
-def hypotheses(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    """The study's hypotheses, checked: name → ``{pretrain: method | None, subcortical: bool}``.
-
-    Raises:
-        ConfigError: none is selected, or one names a method that ``configs/method/`` lacks.
-    """
-    raw = OmegaConf.to_container(cfg.study.hypotheses, resolve=True)
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError("experiment", "no hypothesis selected; e.g. experiment=[scratch,ssl_mae]")
-    out = {}
-    for name, spec in raw.items():
-        method = spec.get("pretrain") if isinstance(spec, dict) else None
-        if method is not None and not (CONFIG_DIR / "method" / f"{method}.yaml").is_file():
-            known = sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
-            raise ConfigError(f"study.hypotheses.{name!s}.pretrain", f"unknown method {method!r} (known: {known})")
-        out[str(name)] = {
-            "pretrain": None if method is None else str(method),
-            "subcortical": bool(spec.get("subcortical", False)),
-        }
-    return out
+TRAINING = ("pretrain", "source", "target")  # stages that get study.overrides.common
+SourceKey = tuple[str | None, int | None, tuple[str, ...]]  # (method, pretraining seed, stages so far)
 
 
 def needs_demo(cfg: DictConfig) -> bool:
@@ -75,9 +61,11 @@ def needs_demo(cfg: DictConfig) -> bool:
     raise DataError(root, f"does not exist or is empty: {what}")
 
 
-def _overrides(cfg: DictConfig, stage: str) -> list[str]:
-    common = list(cfg.study.overrides.common) if stage in ("pretrain", "subcortical", "brainstem") else []
-    return common + list(cfg.study.overrides.get(stage) or [])
+def _ints(cfg: DictConfig, key: str) -> list[int]:
+    values = list(cfg.study.get(key) or [])
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise ConfigError(f"study.{key}", f"expected a non-empty list of integers, got {values!r}")
+    return [int(v) for v in values]
 
 
 class Study:
@@ -86,96 +74,173 @@ class Study:
     def __init__(self, cfg: DictConfig, fingerprint: str) -> None:
         self.cfg, self.fingerprint = cfg, fingerprint
         self.hypotheses = hypotheses(cfg)
+        self.target = str(cfg.study.get("target", "brainstem"))
+        if not (CONFIG_DIR / "stage" / f"{self.target}.yaml").is_file():
+            raise ConfigError("study.target", f"no stage config configs/stage/{self.target}.yaml")
         self.ks = [str(k) for k in cfg.study.k]
         for k in self.ks:
             parse_k(k)
-        self.seeds = [int(s) for s in cfg.study.seeds]
-        if not self.ks or not self.seeds:
-            raise ConfigError("study.k / study.seeds", "need at least one k and one seed")
+        if not [k for k in self.ks if parse_k(k) != 0]:
+            raise ConfigError("study.k", "needs at least one k >= 1 (or all) besides the zero-shot k = 0")
+        self.seeds = _ints(cfg, "seeds")
+        self.pretrain_seeds = _ints(cfg, "pretrain_seeds")
         self.done: list[Stage] = []
         self.reused = 0
+        self._steps: dict[str, int] = {}
+
+    # -- composing ---------------------------------------------------------------------------------
+
+    def _overrides(self, kind: str, stage: str) -> list[str]:
+        overrides = self.cfg.study.overrides
+        common = list(overrides.common) if kind in TRAINING else []
+        return common + list(overrides.get(stage) or [])
 
     def _run(self, stage: Stage) -> Stage:
         self.reused += run_stage(stage, f"[{len(self.done) + 1}]")
         self.done.append(stage)
         return stage
 
-    def pretrain(self) -> dict[str, Stage]:
-        """One pretraining run per method the hypotheses name."""
-        methods = sorted({h["pretrain"] for h in self.hypotheses.values() if h["pretrain"]})
+    def _pseeds(self, h: Hypothesis) -> list[int | None]:
+        return list(self.pretrain_seeds) if h.pretrain else [None]
+
+    def _steps_of(self, stage: str) -> int:
+        """The ``trainer.max_steps`` a stage's config composes to (source stages and the target)."""
+        if stage not in self._steps:
+            overrides = [f"stage={stage}", *self._overrides("source", stage)]
+            cfg = compose_stage(stage, "finetune", overrides, self.cfg, self.fingerprint).cfg
+            self._steps[stage] = int(cfg.trainer.max_steps)
+        return self._steps[stage]
+
+    def supervised_steps(self, h: Hypothesis) -> int:
+        """Supervised optimiser steps of an arm's whole chain (source stages + target)."""
+        if h.match_compute:
+            return max(self.supervised_steps(o) for o in self.hypotheses if not o.match_compute)
+        return sum(self._steps_of(s) for s in h.sources) + self._steps_of(self.target)
+
+    def _target_overrides(self, h: Hypothesis, k: str, seed: int) -> list[str]:
+        overrides = [f"stage={self.target}", f"labels.k={k}", f"labels.seed={seed}", f"seed={seed}"]
+        overrides += self._overrides("target", self.target)
+        if h.match_compute:
+            overrides += [f"trainer.max_steps={self.supervised_steps(h)}", "compute_matched=true"]
+        return overrides
+
+    def check_design(self) -> None:
+        """Refuse a study whose arms would differ in more than their initialisation (before anything trains)."""
+        for k in (k for k in self.ks if parse_k(k) != 0):
+            arms = []
+            for h in self.hypotheses:
+                overrides = self._target_overrides(h, k, self.seeds[0])
+                stage = compose_stage(h.name, "finetune", overrides, self.cfg, self.fingerprint, {"init": "scratch"})
+                arms.append((h.name, stage.cfg, h.match_compute))
+            check_arms(arms, f"k={k}, seed {self.seeds[0]}")
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    def pretrain(self) -> dict[tuple[str, int], Stage]:
+        """One pretraining run per method the hypotheses name, per pretraining seed."""
+        methods = sorted({h.pretrain for h in self.hypotheses if h.pretrain})
         out = {}
         for method in methods:
-            overrides = [f"method={method}", *_overrides(self.cfg, "pretrain")]
-            stage = compose_stage(f"pretrain-{method}", "pretrain", overrides, self.cfg, self.fingerprint)
-            stage.info["method"] = method
-            out[method] = self._run(stage)
+            for pseed in self.pretrain_seeds:
+                name = f"pretrain-{method}" + (f"-p{pseed}" if len(self.pretrain_seeds) > 1 else "")
+                overrides = [f"method={method}", f"seed={pseed}", *self._overrides("pretrain", "pretrain")]
+                stage = compose_stage(name, "pretrain", overrides, self.cfg, self.fingerprint)
+                stage.info.update(method=method, pretrain_seed=pseed)
+                out[(method, pseed)] = self._run(stage)
         return out
 
-    def subcortical(self, encoders: Mapping[str, Stage]) -> dict[str | None, Stage]:
-        """One subcortical-stage run per initialisation (scratch or a method) that a hypothesis trains further."""
-        sources = sorted({h["pretrain"] for h in self.hypotheses.values() if h["subcortical"]}, key=str)
-        out: dict[str | None, Stage] = {}
-        for method in sources:
-            init = str(encoders[method].path) if method else "scratch"
-            name = f"subcortical-{'ssl_' + method if method else 'scratch'}"
-            overrides = ["stage=subcortical", "labels.k=all", *_overrides(self.cfg, "subcortical")]
-            after = [encoders[method]] if method else []
-            info = {"init_from": method or "scratch"}
-            stage = compose_stage(name, "finetune", overrides, self.cfg, self.fingerprint, {"init": init}, info, after)
-            out[method] = self._run(stage)
+    def sources(self, encoders: Mapping[tuple[str, int], Stage]) -> dict[SourceKey, Stage]:
+        """Every chain of source stages the hypotheses train, each prefix once (shared between arms)."""
+        out: dict[SourceKey, Stage] = {}
+        for h in self.hypotheses:
+            for pseed in self._pseeds(h):
+                previous = encoders.get((h.pretrain, pseed)) if h.pretrain and pseed is not None else None
+                for i, stage_name in enumerate(h.sources):
+                    key: SourceKey = (h.pretrain, pseed, h.sources[: i + 1])
+                    if key not in out:
+                        label = source_label(h.pretrain, h.sources[: i + 1])
+                        name = label.replace("+", "-") + (
+                            f"-p{pseed}" if len(self.pretrain_seeds) > 1 and h.pretrain else ""
+                        )
+                        overrides = [f"stage={stage_name}", "labels.k=all", *self._overrides("source", stage_name)]
+                        values = {"init": str(previous.path) if previous else "scratch", "init_label": label}
+                        info = {"init_from": h.base, "source": label, "pretrain_seed": pseed}
+                        after = [previous] if previous else []
+                        stage = compose_stage(
+                            name, "finetune", overrides, self.cfg, self.fingerprint, values, info, after
+                        )
+                        out[key] = self._run(stage)
+                    previous = out[key]
         return out
 
-    def brainstem(self, encoders: Mapping[str, Stage], subcortical: Mapping[str | None, Stage]) -> list[Stage]:
-        """The label-efficiency sweep: every hypothesis × k × seed on the brainstem."""
+    def _start(self, h: Hypothesis, pseed: int | None, encoders: Mapping, sources: Mapping) -> Stage | None:
+        if h.sources:
+            return sources[(h.pretrain, pseed, h.sources)]
+        return encoders[(h.pretrain, pseed)] if h.pretrain and pseed is not None else None
+
+    def targets(self, encoders: Mapping[tuple[str, int], Stage], sources: Mapping[SourceKey, Stage]) -> list[Stage]:
+        """The target stage: k = 0 for arms with a head, then every hypothesis × k × seed (× pretraining seed)."""
         runs = []
-        for name, h in self.hypotheses.items():
-            source = subcortical[h["pretrain"]] if h["subcortical"] else encoders.get(h["pretrain"] or "")
-            init = str(source.path) if source else "scratch"
-            for k in self.ks:
-                for seed in self.seeds:
-                    overrides = ["stage=brainstem", f"labels.k={k}", f"labels.seed={seed}", f"seed={seed}"]
-                    stage = compose_stage(
-                        f"brainstem-{name}-k{k}-s{seed}", "finetune", overrides + _overrides(self.cfg, "brainstem"),
-                        self.cfg, self.fingerprint, values={"init": init},
-                        info={"hypothesis": name, "k": k, "seed": seed}, after=[source] if source else [],
-                    )  # fmt: skip
-                    runs.append(self._run(stage))
+        for h in self.hypotheses:
+            for pseed in self._pseeds(h):
+                start = self._start(h, pseed, encoders, sources)
+                suffix = f"-p{pseed}" if pseed is not None and len(self.pretrain_seeds) > 1 else ""
+                for k in self.ks:
+                    zero = parse_k(k) == 0
+                    if zero and not h.has_head:
+                        continue
+                    for seed in self.seeds[:1] if zero else self.seeds:
+                        overrides = self._target_overrides(h, k, seed)
+                        values = {"init": str(start.path) if start else "scratch", "init_label": h.name}
+                        info = {"hypothesis": h.name, "k": k, "seed": seed, "pretrain_seed": pseed}
+                        name = f"{self.target}-{h.name}-k{k}-s{seed}{suffix}"
+                        after = [start] if start else []
+                        stage = compose_stage(
+                            name, "finetune", overrides, self.cfg, self.fingerprint, values, info, after
+                        )
+                        runs.append(self._run(stage))
         return runs
 
-    def predictor(self, brainstem: Sequence[Stage]) -> Stage:
-        """The brainstem model that segments every subject: ``study.predict_with`` at the largest k, first seed."""
+    def predictor(self, targets: Sequence[Stage]) -> Stage:
+        """The target model that segments every subject: ``study.predict_with`` at the largest k, first seed.
+
+        ``auto`` is a choice made before any result exists (no label chooses it): the first hypothesis, in the
+        study's order, that trains a source stage (else the first hypothesis).
+        """
         k = "all" if "all" in self.ks else max(self.ks, key=int)
         candidates = {
-            s.info["hypothesis"]: s for s in brainstem if s.info["k"] == k and s.info["seed"] == self.seeds[0]
+            s.info["hypothesis"]: s
+            for s in targets
+            if s.info["k"] == k
+            and s.info["seed"] == self.seeds[0]
+            and s.info["pretrain_seed"] in (None, self.pretrain_seeds[0])
         }
         choice = str(self.cfg.study.predict_with)
-        if choice != "auto":
-            if choice not in candidates:
-                raise ConfigError(
-                    "study.predict_with", f"{choice!r} is not a hypothesis of this study ({list(candidates)})"
-                )
-            return candidates[choice]
-
-        def val_dice(stage: Stage) -> float:
-            score = (read_sidecar(stage.path / "model.json").get("result") or {}).get("val_dice")
-            return float("-inf") if score is None else float(score)
-
-        best = max(candidates.values(), key=val_dice)
-        log.info("study: predicting with %s (best validation Dice at k=%s)", best.name, k)
-        return best
+        if choice == "auto":
+            choice = next((h.name for h in self.hypotheses if h.has_head), self.hypotheses[0].name)
+        if choice not in candidates:
+            raise ConfigError(
+                "study.predict_with", f"{choice!r} is not a hypothesis of this study ({list(candidates)})"
+            )
+        log.info("study: predicting with %s (study.predict_with=%s, k=%s)", candidates[choice].name, choice, k)
+        return candidates[choice]
 
     def predict(self, model: Stage) -> Stage:
         values, info = {"predict.model": str(model.path)}, {"model": model.name}
-        overrides = _overrides(self.cfg, "predict")
+        overrides = self._overrides("predict", "predict")
         stage = compose_stage("predict", "predict", overrides, self.cfg, self.fingerprint, values, info, [model])
         return self._run(stage)
 
     def evaluate(self) -> Stage:
         inputs = [s for s in self.done if s.command in ("pretrain", "finetune", "predict")]
-        values = {"runs": [str(s.path) for s in inputs], "seed": self.seeds[0]}
-        overrides = _overrides(self.cfg, "evaluate")
+        values = {"runs": [str(s.path) for s in inputs], "seed": self.seeds[0], "curves.target": self.target}
+        overrides = self._overrides("evaluate", "evaluate")
         stage = compose_stage("evaluate", "evaluate", overrides, self.cfg, self.fingerprint, values, after=inputs)
         return self._run(stage)
+
+    def design(self) -> dict[str, Any]:
+        """What each arm's chain costs in supervised steps (``study.json``)."""
+        return {h.name: {"supervised_steps": self.supervised_steps(h), **h.record()} for h in self.hypotheses}
 
 
 def _simulate_demo(cfg: DictConfig) -> Stage:
@@ -190,14 +255,16 @@ def run(cfg: DictConfig) -> Path:
         demo = _simulate_demo(cfg) if needs_demo(cfg) else None
         fingerprint = dataset_fingerprint(load_records(cfg.data))
         study = Study(cfg, fingerprint)
+        study.check_design()
         log.info(
-            "study (preset %s): hypotheses %s, k %s, seeds %s on %s",
-            cfg.study.preset, list(study.hypotheses), study.ks, study.seeds, cfg.data.root,
+            "study (preset %s): hypotheses %s, target %s, k %s, seeds %s, pretraining seeds %s on %s",
+            cfg.study.preset, [h.name for h in study.hypotheses], study.target, study.ks, study.seeds,
+            study.pretrain_seeds, cfg.data.root,
         )  # fmt: skip
         encoders = study.pretrain()
-        subcortical = study.subcortical(encoders)
-        brainstem = study.brainstem(encoders, subcortical)
-        study.predict(study.predictor(brainstem))
+        sources = study.sources(encoders)
+        targets = study.targets(encoders, sources)
+        study.predict(study.predictor(targets))
         evaluation = study.evaluate()
         report = out / "report.html"
         shutil.copyfile(evaluation.path / "report.html", report)
@@ -205,9 +272,11 @@ def run(cfg: DictConfig) -> Path:
             "preset": str(cfg.study.preset),
             "data_root": str(cfg.data.root),
             "simulated_demo": demo is not None or (Path(str(cfg.data.root)) / "derivatives" / "simulation").is_dir(),
-            "hypotheses": study.hypotheses,
+            "hypotheses": study.design(),
+            "target": study.target,
             "k": study.ks,
             "seeds": study.seeds,
+            "pretrain_seeds": study.pretrain_seeds,
             "stages": [s.record() for s in ([demo] if demo else []) + study.done],
             "reused": study.reused,
             "results": str(evaluation.path / "results.json"),

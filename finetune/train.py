@@ -118,6 +118,7 @@ def model_sidecar(
             "seen": len(chosen) + (len(selection.val_subjects) if selection else 0),
         },
         "init_label": cfg.get("init_label") or None,
+        "compute_matched": bool(cfg.get("compute_matched", False)),
         "selection": selection.record() if selection else {"rule": "zero-shot", "description": "no training"},
         "labelled_subjects": chosen,
         "labelled_groups": group_counts(chosen, {s.key: s.group for s in dm.train_subjects}),

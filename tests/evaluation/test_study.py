@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
+from evaluation.hypotheses import Hypothesis, hypotheses
 from evaluation.stages import compose_stage, config_hash
-from evaluation.study import Study, hypotheses, needs_demo
+from evaluation.study import Study, needs_demo
 from evaluation.study import run as run_study
+from evaluation.study_design import check_arms
 from ssl_pretrain.config import CONFIG_DIR, compose_config
 from ssl_pretrain.errors import ConfigError, DataError
 from ssl_pretrain.run_dir import is_complete, read_run_record, write_json_atomic
@@ -28,7 +30,8 @@ def study_config(tmp_path: Path, root: Path, experiments: list[str], extra: list
         output_dir=tmp_path / "study",
     )  # fmt: skip
     with open_dict(cfg):
-        cfg.study.overrides.common = TINY_STAGES
+        cfg.study.overrides.common = TINY_STAGES  # the preset's per-stage step counts are replaced too
+        cfg.study.overrides.pretrain, cfg.study.overrides.subcortical = [], []
         cfg.study.overrides.brainstem = ["eval.hd95=false", "eval.n_overlays=1"]
         cfg.study.overrides.evaluate = [
             "bootstrap.n=50",
@@ -36,23 +39,69 @@ def study_config(tmp_path: Path, root: Path, experiments: list[str], extra: list
             "probe.voxels_per_subject=20",
             "probe.regions=[subcortical,brainstem]",
             "baselines.methods=[gmm]",
+            "probe.n_null=10",
         ]
     return cfg
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_config_composes_into_stage_configs(tmp_path, name):
-    cfg = study_config(tmp_path, tmp_path / "bids", [name])
-    spec = hypotheses(cfg)[name]
-    assert set(spec) == {"pretrain", "subcortical"}
+    chosen = [name] if name != "scratch_matched" else ["scratch", name]  # a matched control needs an arm to match
+    cfg = study_config(tmp_path, tmp_path / "bids", chosen)
+    spec = next(h for h in hypotheses(cfg) if h.name == name)
+    assert isinstance(spec, Hypothesis)
     study = Study(cfg, "fingerprint")
-    assert study.ks == ["1", "2", "4", "8", "all"] and study.seeds == [0, 1, 2]
-    if spec["pretrain"]:
-        stage = compose_stage("p", "pretrain", [f"method={spec['pretrain']}"], cfg, "fp")
-        assert stage.cfg.method.name == spec["pretrain"] and stage.cfg.data.patch_size == 16
+    assert study.ks == ["0", "1", "2", "4", "all"] and study.seeds == [0, 1, 2] and study.target == "brainstem"
+    study.check_design()
+    if spec.pretrain:
+        stage = compose_stage("p", "pretrain", [f"method={spec.pretrain}"], cfg, "fp")
+        assert stage.cfg.method.name == spec.pretrain and stage.cfg.data.patch_size == 16
     stage = compose_stage("b", "finetune", ["stage=brainstem", *TINY_STAGES], cfg, "fp", values={"init": "scratch"})
     assert stage.cfg.stage.name == "brainstem" and list(stage.cfg.model.channels) == [4, 8, 16]
     assert stage.path.parent == tmp_path / "runs" / "study" / "stages"
+
+
+def test_the_compute_matched_control_trains_as_long_as_the_longest_chain(tmp_path):
+    cfg = study_config(tmp_path, tmp_path / "bids", ["scratch", "subcortical", "scratch_matched"])
+    with open_dict(cfg):
+        cfg.study.overrides.subcortical = ["trainer.max_steps=7"]
+        cfg.study.overrides.brainstem = ["trainer.max_steps=3"]
+    study = Study(cfg, "fp")
+    steps = {h.name: study.supervised_steps(h) for h in study.hypotheses}
+    assert steps == {"scratch": 3, "subcortical": 10, "scratch_matched": 10}
+    matched = next(h for h in study.hypotheses if h.match_compute)
+    assert "trainer.max_steps=10" in study._target_overrides(matched, "2", 0)
+    study.check_design()  # the matched arm differs from the others in its steps only: allowed
+
+
+def test_arms_that_differ_in_more_than_their_initialisation_are_refused(tmp_path):
+    cfg = study_config(tmp_path, tmp_path / "bids", ["scratch"])
+    a = compose_stage("a", "finetune", ["stage=brainstem"], cfg, "fp", values={"init": "scratch"}).cfg
+    b = compose_stage(
+        "b", "finetune", ["stage=brainstem"], cfg, "fp", values={"init": "/runs/sub", "init_label": "x"}
+    ).cfg
+    check_arms([("scratch", a, False), ("subcortical", b, False)], "k=1")  # only where the weights start differs
+    for override in ("trainer.max_steps=99", "optim.encoder_lr_scale=0.1", "optim.warmup_steps=0", "labels.seed=5"):
+        other = compose_stage("c", "finetune", ["stage=brainstem", override], cfg, "fp", values={"init": "/x"}).cfg
+        with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+            check_arms([("scratch", a, False), ("subcortical", other, False)], "k=1")
+    longer = compose_stage("m", "finetune", ["stage=brainstem", "trainer.max_steps=99"], cfg, "fp").cfg
+    check_arms([("scratch", a, False), ("scratch_matched", longer, True)], "k=1")  # the matched control's steps
+    slower = compose_stage("m", "finetune", ["stage=brainstem", "trainer.max_steps=99", "optim.lr=1e-4"], cfg, "fp").cfg
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        check_arms([("scratch", a, False), ("scratch_matched", slower, True)], "k=1")
+
+
+def test_a_stage_data_override_applies_on_the_study_data_and_paths_are_refused(tmp_path):
+    cfg = study_config(tmp_path, tmp_path / "bids", ["scratch"])
+    stage = compose_stage("b", "finetune", ["stage=brainstem", "data.patch_size=24"], cfg, "fp")
+    assert stage.cfg.data.patch_size == 24 and stage.cfg.data.root == cfg.data.root and cfg.data.patch_size == 16
+    assert stage.path != compose_stage("b", "finetune", ["stage=brainstem"], cfg, "fp").path
+    with pytest.raises(ConfigError, match=r"data\.no_such_key"):
+        compose_stage("b", "finetune", ["data.no_such_key=1"], cfg, "fp")
+    for bad in ("paths.cache_dir=/elsewhere", "data=default"):
+        with pytest.raises(ConfigError, match=r"study\.overrides"):
+            compose_stage("b", "finetune", [bad], cfg, "fp")
 
 
 def test_presets_compose(tmp_path):
@@ -76,14 +125,21 @@ def test_stage_hash_follows_the_config_not_the_paths(tmp_path):
 
 def test_bad_study_settings_name_their_key(tmp_path):
     cfg = study_config(tmp_path, tmp_path / "bids", ["scratch"])
-    with open_dict(cfg):
-        cfg.study.hypotheses.mine = {"pretrain": "byol", "subcortical": False}
-    with pytest.raises(ConfigError, match=r"study\.hypotheses\.mine\.pretrain"):
-        hypotheses(cfg)
-    cfg = study_config(tmp_path, tmp_path / "bids", ["scratch"], ["study.k=[0]"])
-    with pytest.raises(ConfigError, match=r"labels\.k"):
-        Study(cfg, "fp")
-    cfg = study_config(tmp_path, tmp_path / "bids", ["scratch"])
+    for name, spec, key in [
+        ("mine", {"pretrain": "byol", "sources": []}, r"study\.hypotheses\.mine\.pretrain"),
+        ("old", {"pretrain": None, "subcortical": True}, r"study\.hypotheses\.old\.subcortical"),
+        ("where", {"pretrain": None, "sources": ["hippocampus"]}, r"study\.hypotheses\.where\.sources"),
+        ("both", {"pretrain": "mae", "match_compute": True}, r"study\.hypotheses\.both\.match_compute"),
+    ]:
+        bad = cfg.copy()
+        with open_dict(bad):
+            bad.study.hypotheses = {"scratch": {"pretrain": None, "sources": []}, name: spec}
+        with pytest.raises(ConfigError, match=key):
+            hypotheses(bad)
+    for extra, key in [(["study.k=[0]"], r"study\.k"), (["study.k=[-1]"], r"labels\.k"),
+                       (["study.seeds=[]"], r"study\.seeds"), (["study.target=cortex"], r"study\.target")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=key):
+            Study(study_config(tmp_path, tmp_path / "bids", ["scratch"], extra), "fp")
     with pytest.raises(ConfigError, match=r"study\.overrides"):
         compose_stage("b", "finetune", ["no_such_key=1"], cfg, "fp")
 
@@ -105,14 +161,16 @@ def test_demo_is_simulated_only_at_the_default_location(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_smoke_study_runs_every_stage_reuses_and_resumes(tmp_path, demo_cohort):
-    cfg = study_config(tmp_path, demo_cohort, EXPERIMENTS, ["study.k=[1,all]", "study.seeds=[0]"])
+    cfg = study_config(tmp_path, demo_cohort, EXPERIMENTS, ["study.k=[0,1,all]", "study.seeds=[0]"])
     out = run_study(cfg)
     summary = json.loads((out / "study.json").read_text())
     stages = summary["stages"]
     assert all(s["status"] == "complete" for s in stages) and summary["reused"] == 0
     brainstem = [s for s in stages if s["name"].startswith("brainstem-")]
     assert {s["hypothesis"] for s in brainstem} == set(EXPERIMENTS)
-    assert len(brainstem) == 2 * len(EXPERIMENTS)
+    heads = {s["hypothesis"] for s in brainstem if s["k"] == "0"}
+    assert heads == {"subcortical", "ssl_mae_subcortical"}  # zero-shot for the arms with a segmentation head
+    assert len(brainstem) == 2 * len(EXPERIMENTS) + len(heads)
     assert {s["command"] for s in stages} == {"pretrain", "finetune", "predict", "evaluate"}
     results = json.loads(Path(summary["results"]).read_text())
     assert {"segmentation", "learning_curves", "transfer_matrix", "group_analysis", "baselines"} <= set(results)
@@ -120,7 +178,7 @@ def test_smoke_study_runs_every_stage_reuses_and_resumes(tmp_path, demo_cohort):
     assert "<img" in report and "brainstem" in report
 
     # Same config again: every stage is reused, nothing is trained.
-    again_dir = run_study(study_config(tmp_path, demo_cohort, EXPERIMENTS, ["study.k=[1,all]", "study.seeds=[0]"]))
+    again_dir = run_study(study_config(tmp_path, demo_cohort, EXPERIMENTS, ["study.k=[0,1,all]", "study.seeds=[0]"]))
     again = json.loads((again_dir / "study.json").read_text())
     assert again["reused"] == len(stages)
 
@@ -129,7 +187,7 @@ def test_smoke_study_runs_every_stage_reuses_and_resumes(tmp_path, demo_cohort):
     (victim / "model.pt").unlink()
     record = read_run_record(victim)
     write_json_atomic(victim / "run.json", {**record, "status": "running"})
-    third = run_study(study_config(tmp_path, demo_cohort, EXPERIMENTS, ["study.k=[1,all]", "study.seeds=[0]"]))
+    third = run_study(study_config(tmp_path, demo_cohort, EXPERIMENTS, ["study.k=[0,1,all]", "study.seeds=[0]"]))
     third_summary = json.loads((third / "study.json").read_text())
     assert is_complete(victim) and (victim / "model.pt").is_file()
     # Downstream of the re-run stage, the evaluation is keyed by its inputs' start times: re-run too.
@@ -168,21 +226,19 @@ def test_two_studies_running_one_stage_at_once_run_it_once(tmp_path, monkeypatch
     assert calls == [str(stage.path)] and sorted(reused) == [False, True]
 
 
-def test_the_predictor_is_the_best_validation_model_at_full_labels(tmp_path):
+def test_the_predictor_is_fixed_in_advance_at_full_labels(tmp_path):
     from evaluation.stages import Stage
 
     extra = ["study.k=[2,all]", "study.seeds=[0,1]"]
     cfg = study_config(tmp_path, tmp_path / "bids", ["scratch", "subcortical"], extra)
     study = Study(cfg, "fp")
     stages = []
-    for hypothesis, k, seed, val in [("scratch", "all", 0, 0.7), ("subcortical", "all", 0, 0.8),
-                                     ("subcortical", "2", 0, 0.99), ("scratch", "all", 1, 0.95)]:  # fmt: skip
+    for hypothesis, k, seed in [("scratch", "all", 0), ("subcortical", "all", 0), ("subcortical", "2", 0),
+                                ("subcortical", "all", 1)]:  # fmt: skip
         path = tmp_path / f"{hypothesis}-{k}-{seed}"
-        path.mkdir()
-        sidecar = {"architecture": {"name": "UNet"}, "modalities": ["T1w"], "result": {"val_dice": val}}
-        (path / "model.json").write_text(json.dumps(sidecar))
-        stages.append(Stage(path.name, "finetune", cfg, path, {"hypothesis": hypothesis, "k": k, "seed": seed}))
-    assert study.predictor(stages).name == "subcortical-all-0"  # k=all, first seed; not the k=2 or seed-1 runs
+        info = {"hypothesis": hypothesis, "k": k, "seed": seed, "pretrain_seed": None}
+        stages.append(Stage(path.name, "finetune", cfg, path, info))
+    assert study.predictor(stages).name == "subcortical-all-0"  # the first arm with a source stage, k=all, seed 0
     with open_dict(cfg):
         cfg.study.predict_with = "scratch"
     assert study.predictor(stages).name == "scratch-all-0"
