@@ -15,21 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.runs import Run
-from ssl_pretrain.errors import CheckpointError
-from ssl_pretrain.models.checkpoint import read_sidecar
 from ssl_pretrain.run_dir import read_run_record
-
-MAX_CHAIN = 5  # links followed back from a brainstem run (brainstem ← subcortical ← pretrain in practice)
-SIDECARS = ("model.json", "encoder.json")
-
-
-def _source_dir(sidecar: Mapping[str, Any]) -> Path | None:
-    """The run directory of the checkpoint a fine-tuning run started from (None: scratch)."""
-    init = sidecar.get("init") or {}
-    if not isinstance(init, Mapping) or not init.get("path") or init.get("init", "scratch") == "scratch":
-        return None
-    path = Path(str(init["path"]))
-    return path if path.is_dir() else path.parent
 
 
 def _stage_of(path: Path, sidecar: Mapping[str, Any]) -> str:
@@ -41,20 +27,7 @@ def _stage_of(path: Path, sidecar: Mapping[str, Any]) -> str:
 def _chain(run: Run) -> list[tuple[Path, str]]:
     """``(run dir, stage)`` of ``run`` and every run it was initialised from, nearest first."""
     out = [(run.path.resolve(), _stage_of(run.path, run.sidecar))]
-    sidecar: Mapping[str, Any] = run.sidecar
-    for _ in range(MAX_CHAIN):
-        source = _source_dir(sidecar)
-        if source is None:
-            break
-        marker = next((source / s for s in SIDECARS if (source / s).is_file()), None)
-        try:
-            sidecar = read_sidecar(marker) if marker is not None else {}
-        except CheckpointError:  # a moved or foreign checkpoint: its run still counts, the chain stops there
-            sidecar = {}
-        out.append((source.resolve(), _stage_of(source, sidecar)))
-        if not sidecar:
-            break
-    return out
+    return out + [(path.resolve(), _stage_of(path, sidecar)) for path, sidecar in run.sources]
 
 
 def compute_per_init(runs: Sequence[Run], stage: str = "brainstem") -> dict[str, dict[str, Any]]:

@@ -1,26 +1,31 @@
-"""Label-efficiency curves and paired comparisons between initialisations (DESIGN §9).
+"""Label-efficiency curves and paired comparisons between initialisations (DESIGN §9, §10 rule 5).
 
 Input: one row per (fine-tuning run, test subject, tissue class), as dicts with keys
-``init`` (e.g. ``scratch``, ``ssl_mae``), ``k`` (labelled training subjects: an int, or ``"all"``),
-``seed``, ``subject``, ``class`` (``"GM"``, ``"WM"``, …) and ``dice``.
+``init`` (e.g. ``scratch``, ``ssl_mae``), ``k`` (labelled training subjects: an int, or ``"all"``; 0 for a
+zero-shot run), ``seed`` (the training seed, which also drew the labelled subjects), optionally
+``pretrain_seed`` (the pretraining run's seed; 0 when absent) and ``converged`` (the run's plateau test),
+``subject``, ``class`` (``"GM"``, ``"WM"``, …) and ``dice``.
 
-How the numbers are made (the unit of replication is the *test subject*):
+How the numbers are made:
 
-1. Seeds are averaged first, per (init, k, subject, class): seeds measure training noise, subjects are
-   the independent units a CI should generalise over. NaN Dice (class absent) are skipped.
-2. A subject's ``dice_mean`` is the mean over its classes.
-3. ``dice_mean`` of (init, k) is the mean over test subjects, with a percentile bootstrap 95% CI over
-   subjects (:func:`evaluation.statistics.bootstrap_ci`).
-4. ``fraction_of_full`` = mean Dice at k / mean Dice at the full-label k of the same init (``"all"``, or
-   the largest k when there is no ``"all"``), with a paired bootstrap CI over the subjects tested at both.
-5. ``comparisons``: for each k and each pair of inits, the paired difference over subjects tested under
-   both (a − b), its bootstrap CI, a Wilcoxon signed-rank p (:func:`evaluation.statistics.paired_wilcoxon`)
-   and the Holm-adjusted p across *all* comparisons of the table (or, with ``holm_family="k"``, across the
-   comparisons at the same k).
+1. A cell is one (pretraining seed, training seed, test subject) of an (init, k); its value is the mean over
+   classes of the run's Dice for that subject (NaN Dice, a class absent, is skipped).
+2. ``dice_mean`` of (init, k) is the mean over its cells, with a hierarchical bootstrap 95% CI that
+   resamples subjects, training seeds and pretraining seeds (:mod:`evaluation.hierarchical_bootstrap`);
+   ``between_seed_sd`` is the SD over training seeds of each seed's mean.
+3. ``fraction_of_full`` = mean Dice at k / mean Dice at the full-label k of the same init (``"all"``, or
+   the largest k when there is no ``"all"``), with a paired hierarchical CI.
+4. ``comparisons``: for each k and each pair of inits, the difference a − b over the subjects tested under
+   both, paired on subjects and training seeds, with its hierarchical CI; a Wilcoxon signed-rank p over
+   subjects (seed-averaged per subject; :func:`evaluation.statistics.paired_wilcoxon`) and the Holm-adjusted
+   p across *all* comparisons of the table (or, with ``holm_family="k"``, across the comparisons at one k).
+5. ``converged``: True when every run of (init, k) passed its plateau test, False when one failed, None when
+   it is unknown (e.g. results from runs that did not record it).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from typing import Any
@@ -28,10 +33,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.statistics import bootstrap_ci, bootstrap_diff_ci, holm, paired_wilcoxon
+from evaluation import hierarchical_bootstrap as hb
+from evaluation.statistics import bootstrap_ci, holm, paired_wilcoxon
 
 ROW_KEYS = ("init", "k", "seed", "subject", "class", "dice")
 FULL = "all"
+PSEED = "pretrain_seed"
 
 
 def normalise_k(k: Any) -> int | str:
@@ -55,78 +62,102 @@ def _frame(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> pd.DataFra
     df["dice"] = df["dice"].astype(float)
     df["class"] = df["class"].astype(str)
     df["subject"] = df["subject"].astype(str)
+    if PSEED not in df.columns:
+        df[PSEED] = 0
+    df[PSEED] = df[PSEED].fillna(0).astype(int)
+    if "k" in df.columns:
+        df["k"] = df["k"].map(normalise_k)
     return df
 
 
-def subject_means(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Per-subject Dice: seeds averaged per class, then classes averaged (``dice_mean``).
-
-    Returns:
-        A frame indexed by ``(*by, subject)`` with one column per class plus ``dice_mean``.
-    """
-    per_class = df.groupby([*by, "subject", "class"], sort=False)["dice"].mean().unstack("class")
-    per_class["dice_mean"] = per_class.mean(axis=1, skipna=True)
-    return per_class
+def cell_values(df: pd.DataFrame) -> pd.DataFrame:
+    """Per-cell Dice: one row per (init, k, pretrain_seed, seed, subject), a column per class and ``dice_mean``."""
+    cells = df.groupby(["init", "k", PSEED, "seed", "subject", "class"], sort=False)["dice"].mean().unstack("class")
+    cells["dice_mean"] = cells.mean(axis=1, skipna=True)
+    return cells
 
 
-def _ci(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, list[float]]:
-    est, lo, hi = bootstrap_ci(values, n_boot=n_boot, seed=seed)
-    return est, [lo, hi]
+class Grids:
+    """The ``(P, S, N)`` grids of every (init, k) of a table of cells (see the module docstring)."""
+
+    def __init__(self, cells: pd.DataFrame) -> None:
+        self.cells = cells
+        index = cells.index.to_frame(index=False)
+        self.seeds = {k: sorted(set(index.loc[index["k"] == k, "seed"])) for k in set(index["k"])}
+        self.index = index
+
+    def subjects(self, init: str, k: Any, column: str = "dice_mean") -> list[str]:
+        """Subjects with a finite value of (init, k)."""
+        sub = self.cells.loc[(init, k)][column].dropna()
+        return sorted(set(sub.index.get_level_values("subject")))
+
+    def grid(self, init: str, k: Any, subjects: Sequence[str], seeds: Sequence[int], column: str = "dice_mean"):
+        """``(P, S, N)`` array of (init, k) on ``seeds`` × ``subjects`` (NaN where a cell is missing)."""
+        sub = self.cells.loc[(init, k)][column]
+        pseeds = sorted(set(sub.index.get_level_values(PSEED)))
+        out = np.full((len(pseeds), len(seeds), len(subjects)), np.nan)
+        where = {(p, s, n): v for (p, s, n), v in sub.items()}
+        for i, p in enumerate(pseeds):
+            for j, s in enumerate(seeds):
+                for m, n in enumerate(subjects):
+                    out[i, j, m] = where.get((p, s, n), np.nan)
+        return out
 
 
-def _ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int, seed: int) -> list[float]:
-    """Paired bootstrap percentile CI of ``mean(num) / mean(den)`` over units."""
-    if len(num) < 2:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(num), size=(n_boot, len(num)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = num[idx].mean(1) / den[idx].mean(1)
-    lo, hi = np.nanquantile(ratios, [0.025, 0.975])
-    return [float(lo), float(hi)]
+def _converged(df: pd.DataFrame, init: str, k: Any) -> bool | None:
+    if "converged" not in df.columns:
+        return None
+    flags = df.loc[(df["init"] == init) & (df["k"] == k), "converged"]
+    known = [bool(f) for f in flags if f is not None and not (isinstance(f, float) and np.isnan(f))]
+    if not known or len(known) < len(flags):
+        return False if any(not f for f in known) else None
+    return all(known)
 
 
 def learning_curves(rows: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
     """DESIGN §9 ``learning_curves`` entries, one per (init, k), sorted by init then k.
 
     Returns:
-        Dicts with ``init``, ``k``, ``dice_mean``, ``ci95``, ``per_class`` (``{class: {"dice", "ci95"}}``),
-        ``fraction_of_full``, ``fraction_ci95``, ``full_k``, ``n_seeds``, ``n_subjects``.
+        Dicts with ``init``, ``k``, ``dice_mean``, ``ci95``, ``between_seed_sd``, ``per_class``
+        (``{class: {"dice", "ci95"}}``), ``fraction_of_full``, ``fraction_ci95``, ``full_k``, ``n_seeds``,
+        ``n_pretrain_seeds``, ``n_subjects``, ``converged``.
     """
     df = _frame(rows, ROW_KEYS)
-    df["k"] = df["k"].map(normalise_k)
-    per_subject = subject_means(df, ["init", "k"])
-    classes = [c for c in per_subject.columns if c != "dice_mean"]
-    n_seeds = df.groupby(["init", "k"], sort=False)["seed"].nunique()
+    grids = Grids(cell_values(df))
+    classes = [c for c in grids.cells.columns if c != "dice_mean"]
     out = []
     for init in dict.fromkeys(df["init"]):
         ks = sorted(set(df.loc[df["init"] == init, "k"]), key=k_order)
         full_k = FULL if FULL in ks else max((k for k in ks if isinstance(k, int)), default=ks[-1])
-        full = per_subject.loc[(init, full_k)]["dice_mean"].dropna()
         for k in ks:
-            sub = per_subject.loc[(init, k)]
-            mean, ci = _ci(sub["dice_mean"].to_numpy(float), n_boot, seed)
+            seeds, subjects = grids.seeds[k], grids.subjects(init, k)
+            values = grids.grid(init, k, subjects, seeds)
+            mean, lo, hi = hb.mean_ci(values, n_boot, seed)
             per_class = {}
             for c in classes:
-                est, cci = _ci(sub[c].to_numpy(float), n_boot, seed)
+                est, clo, chi = hb.mean_ci(grids.grid(init, k, subjects, seeds, c), n_boot, seed)
                 if np.isfinite(est):
-                    per_class[c] = {"dice": est, "ci95": cci}
-            here = sub["dice_mean"].dropna()
-            common = here.index.intersection(full.index)
+                    per_class[c] = {"dice": est, "ci95": [clo, chi]}
+            common = sorted(set(subjects) & set(grids.subjects(init, full_k)))
+            both = sorted(set(seeds) | set(grids.seeds[full_k]))
+            ratio, rlo, rhi = hb.paired_ci(
+                grids.grid(init, k, common, both), grids.grid(init, full_k, common, both), np.divide, n_boot, seed
+            )
             out.append(
                 {
                     "init": init,
                     "k": k,
                     "dice_mean": mean,
-                    "ci95": ci,
+                    "ci95": [lo, hi],
+                    "between_seed_sd": hb.between_seed_sd(values),
                     "per_class": per_class,
-                    "fraction_of_full": float(here.mean() / full.mean()) if full.mean() > 0 else float("nan"),
-                    "fraction_ci95": _ratio_ci(
-                        here[common].to_numpy(float), full[common].to_numpy(float), n_boot, seed
-                    ),
+                    "fraction_of_full": ratio,
+                    "fraction_ci95": [rlo, rhi],
                     "full_k": full_k,
-                    "n_seeds": int(n_seeds[(init, k)]),
-                    "n_subjects": int(here.size),
+                    "n_seeds": len(seeds) if values.size else 0,
+                    "n_pretrain_seeds": int(values.shape[0]),
+                    "n_subjects": len(subjects),
+                    "converged": _converged(df, init, k),
                 }
             )
     return out
@@ -144,37 +175,47 @@ def comparisons(
             default); ``"k"``: one family per k (the pairs of inits compared at that k).
 
     Returns:
-        Dicts with ``k``, ``a``, ``b``, ``delta`` (mean over subjects of a − b per-subject ``dice_mean``),
-        ``ci95``, ``median_delta``, ``p`` (Wilcoxon), ``p_holm``, ``holm_family``, ``holm_m`` (tests in the
-        family), ``n_subjects``; ordered by k, then pairs in the order inits first appear in ``rows``.
+        Dicts with ``k``, ``a``, ``b``, ``delta`` (mean a − mean b over the paired cells), ``ci95``
+        (hierarchical), ``median_delta`` and ``p`` (Wilcoxon over seed-averaged subjects), ``p_holm``,
+        ``holm_family``, ``holm_m`` (tests in the family), ``n_subjects``, ``n_seeds``; ordered by k, then
+        pairs in the order inits first appear in ``rows``. At k = 0 an arm with a zero-shot point is also
+        compared with every arm that has none at *its* fewest labels, k = 1 (``b_k: 1``): no target label
+        against one.
     """
     if holm_family not in ("all", "k"):
         raise ValueError(f"holm_family must be 'all' or 'k', got {holm_family!r}")
     df = _frame(rows, ROW_KEYS)
-    df["k"] = df["k"].map(normalise_k)
-    means = subject_means(df, ["init", "k"])["dice_mean"]
+    grids = Grids(cell_values(df))
     inits = list(dict.fromkeys(df["init"]))
+    present = set(zip(df["init"], df["k"], strict=True))
+    pairs = [(k, a, b, k) for k in sorted(set(df["k"]), key=k_order)
+             for a, b in combinations([i for i in inits if (i, k) in present], 2)]  # fmt: skip
+    # zero-shot (k = 0) against the arms without a head at their fewest labels (k = 1): no label vs one
+    heads = [a for a in inits if (a, 0) in present]
+    pairs += [(0, a, b, 1) for a in heads for b in inits if (b, 0) not in present and (b, 1) in present]
     out = []
-    for k in sorted(set(df["k"]), key=k_order):
-        present = [i for i in inits if (i, k) in means.index.droplevel("subject")]
-        for a, b in combinations(present, 2):
-            sa, sb = means.loc[(a, k)].dropna(), means.loc[(b, k)].dropna()
-            common = sa.index.intersection(sb.index)
-            va, vb = sa[common].to_numpy(float), sb[common].to_numpy(float)
-            delta, lo, hi = bootstrap_diff_ci(va, vb, paired=True, n_boot=n_boot, seed=seed)
-            median, p = paired_wilcoxon(va, vb)
-            out.append(
-                {
-                    "k": k,
-                    "a": a,
-                    "b": b,
-                    "delta": delta,
-                    "ci95": [lo, hi],
-                    "median_delta": median,
-                    "p": p,
-                    "n_subjects": len(common),
-                }
-            )
+    for k, a, b, kb in sorted(pairs, key=lambda p: k_order(p[0])):
+        subjects = sorted(set(grids.subjects(a, k)) & set(grids.subjects(b, kb)))
+        ga, gb = grids.grid(a, k, subjects, grids.seeds[k]), grids.grid(b, kb, subjects, grids.seeds[kb])
+        delta, lo, hi = hb.paired_ci(ga, gb, np.subtract, n_boot, seed)
+        with warnings.catch_warnings():  # a subject missing from every seed of an arm: NaN, dropped by the test
+            warnings.simplefilter("ignore", RuntimeWarning)
+            va, vb = np.nanmean(ga, axis=(0, 1)), np.nanmean(gb, axis=(0, 1))
+        median, p = paired_wilcoxon(va, vb)
+        out.append(
+            {
+                "k": k,
+                "a": a,
+                "b": b,
+                "delta": delta,
+                "ci95": [lo, hi],
+                "median_delta": median,
+                "p": p,
+                "n_subjects": len(subjects),
+                "n_seeds": len(grids.seeds[k]),
+                **({"b_k": kb} if kb != k else {}),
+            }
+        )
     families = (
         [out] if holm_family == "all" else [[r for r in out if r["k"] == k] for k in dict.fromkeys(r["k"] for r in out)]
     )
@@ -213,20 +254,28 @@ def best_init_per_k(
 ) -> list[dict[str, Any]]:
     """For each k, the init with the highest ``dice_mean``, its margin over the runner-up and over ``reference``.
 
+    An init whose runs at that k did not converge (``converged`` False) is not ranked (DESIGN §10 rule 3):
+    it is listed in ``unranked`` instead, since a still-improving arm's Dice says how far its budget got, not
+    how well its initialisation transfers.
+
     Returns:
         Dicts with ``k``, ``best``, ``dice_mean``, ``ci95``, ``fraction_of_full``, ``runner_up``, ``delta``
         (best − runner-up, mean over paired test subjects), ``delta_ci95``, ``p_holm`` (``None`` where there
-        is a single init), and ``vs_reference`` (``{"init", "delta", "ci95", "p_holm"}`` of best − ``reference``;
-        ``None`` when the best is the reference or the reference was not run at that k).
+        is a single init), ``vs_reference`` (``{"init", "delta", "ci95", "p_holm"}`` of best − ``reference``;
+        ``None`` when the best is the reference or the reference was not run at that k) and ``unranked``
+        (inits left out as unconverged). ``best`` is ``None`` when no init at that k converged.
     """
     out = []
     for k in sorted({c["k"] for c in curves}, key=k_order):
-        at_k = sorted((c for c in curves if c["k"] == k), key=lambda c: -np.nan_to_num(c["dice_mean"], nan=-np.inf))
-        best = at_k[0]
+        here = [c for c in curves if c["k"] == k]
+        unranked = [c["init"] for c in here if c.get("converged") is False]
+        ranked = [c for c in here if c.get("converged") is not False]
+        at_k = sorted(ranked, key=lambda c: -np.nan_to_num(c["dice_mean"], nan=-np.inf))
+        best = at_k[0] if at_k else {}
         row: dict[str, Any] = {
             "k": k,
-            "best": best["init"],
-            "dice_mean": best["dice_mean"],
+            "best": best.get("init"),
+            "dice_mean": best.get("dice_mean"),
             "ci95": best.get("ci95"),
             "fraction_of_full": best.get("fraction_of_full"),
             "runner_up": None,
@@ -234,13 +283,14 @@ def best_init_per_k(
             "delta_ci95": None,
             "p_holm": None,
             "vs_reference": None,
+            "unranked": unranked,
         }
         if len(at_k) > 1:
             row["runner_up"] = at_k[1]["init"]
             pair = paired_difference(comps, k, best["init"], at_k[1]["init"])
             if pair is not None:
                 row.update(delta=pair["delta"], delta_ci95=pair["ci95"], p_holm=pair["p_holm"])
-        if best["init"] != reference and any(c["init"] == reference for c in at_k):
+        if at_k and best["init"] != reference and any(c["init"] == reference for c in at_k):
             pair = paired_difference(comps, k, best["init"], reference)
             if pair is not None:
                 row["vs_reference"] = {"init": reference, **pair}
@@ -265,6 +315,6 @@ def segmentation_summary(
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (region, cls), values in per_subject.groupby(level=["region", "class"], sort=False):
         v = values.dropna().to_numpy(float)
-        est, ci = _ci(v, n_boot, seed)
-        out.setdefault(str(region), {})[str(cls)] = {"dice": est, "ci95": ci, "n_subjects": int(v.size)}
+        est, lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
+        out.setdefault(str(region), {})[str(cls)] = {"dice": est, "ci95": [lo, hi], "n_subjects": int(v.size)}
     return out

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from finetune.metrics import REPORTED_CLASSES
-from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.models.checkpoint import read_sidecar
 from ssl_pretrain.run_dir import read_run_record
 
@@ -61,6 +61,41 @@ class Run:
     def seed(self) -> int:
         return int((self.sidecar.get("seeds") or {}).get("seed", 0))
 
+    @property
+    def steps(self) -> int | None:
+        """Optimiser steps the run trained (``None`` when its sidecar does not say)."""
+        steps = (self.sidecar.get("result") or {}).get("steps")
+        return None if steps is None else int(steps)
+
+    @property
+    def sources(self) -> list[tuple[Path, dict[str, Any]]]:
+        """``(run dir, sidecar)`` of every run this one was initialised from, nearest first."""
+        return source_chain(self.sidecar)
+
+    @property
+    def pretrain_seed(self) -> int | None:
+        """The seed of the pretraining run at the root of the run's chain (``None``: no pretraining)."""
+        for path, sidecar in self.sources:
+            if (path / "encoder.json").is_file():
+                return int((sidecar.get("pretrain") or {}).get("seed", 0))
+        return None
+
+    @property
+    def convergence(self) -> dict[str, Any] | None:
+        """The run's plateau test; for a zero-shot run (no training), that of the model it scores."""
+        own = self.sidecar.get("convergence")
+        if own is None and self.k == "0" and self.sources:
+            return self.sources[0][1].get("convergence")
+        return own
+
+    @property
+    def supervised_steps(self) -> int | None:
+        """Supervised steps of the whole chain: this run's and every fine-tuning run it started from."""
+        steps = [self.steps] + [
+            ((s.get("result") or {}).get("steps")) for _, s in self.sources if s.get("task") == "segmentation"
+        ]
+        return None if any(v is None for v in steps) else int(sum(steps))  # type: ignore[arg-type]
+
 
 def method_name(method: Any) -> str:
     """The method name of a sidecar's ``method`` entry (a dict with ``name`` or a string)."""
@@ -90,6 +125,42 @@ def init_label(sidecar: Mapping[str, Any], _depth: int = 0) -> str:
         return f"unknown+{stage}"
     base = init_label(source, _depth + 1) if _depth < 5 else "unknown"
     return stage if base == "scratch" else f"{base}+{stage}"
+
+
+MAX_CHAIN = 5  # links followed back from a run (brainstem ← subcortical ← pretrain in practice)
+SIDECARS = ("model.json", "encoder.json")
+
+
+def source_dir(sidecar: Mapping[str, Any]) -> Path | None:
+    """The run directory of the checkpoint a fine-tuning run started from (``None``: scratch)."""
+    init = sidecar.get("init") or {}
+    if not isinstance(init, Mapping) or not init.get("path") or init.get("init", "scratch") == "scratch":
+        return None
+    path = Path(str(init["path"]))
+    return path if path.is_dir() else path.parent
+
+
+def source_chain(sidecar: Mapping[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+    """``(run dir, sidecar)`` of the runs a fine-tuning run was initialised from, nearest first.
+
+    A source whose sidecar is gone or unreadable still appears (with ``{}``) and ends the chain.
+    """
+    out: list[tuple[Path, dict[str, Any]]] = []
+    current: Mapping[str, Any] = sidecar
+    for _ in range(MAX_CHAIN):
+        source = source_dir(current)
+        if source is None:
+            break
+        marker = next((source / s for s in SIDECARS if (source / s).is_file()), None)
+        try:
+            found = read_sidecar(marker) if marker is not None else {}
+        except CheckpointError:  # a moved or foreign checkpoint: its run still counts, the chain stops there
+            found = {}
+        out.append((source, found))
+        if not found:
+            break
+        current = found
+    return out
 
 
 def _classify(path: Path) -> Run | None:
@@ -136,7 +207,8 @@ def collect_runs(paths: Sequence[str | Path]) -> list[Run]:
 
 
 def finetune_rows(run: Run) -> list[dict[str, Any]]:
-    """Per-test-subject Dice rows of a fine-tuning run (``init, k, seed, subject, group, region, class, dice``).
+    """Per-test-subject Dice rows of a fine-tuning run (``init, k, seed, pretrain_seed, subject, group, region,
+    class, dice, converged``).
 
     Raises:
         ConfigError: the run's ``metrics.csv`` is missing or lacks the Dice columns.
@@ -148,6 +220,7 @@ def finetune_rows(run: Run) -> list[dict[str, Any]]:
     missing = [f"dice_{c}" for c in REPORTED_CLASSES if f"dice_{c}" not in frame.columns]
     if "subject" not in frame.columns or missing:
         raise ConfigError("runs", f"{table}: expected columns subject and {missing or 'dice_*'}")
+    converged = (run.convergence or {}).get("converged")
     rows = []
     for _, r in frame.iterrows():
         for cls in REPORTED_CLASSES:
@@ -156,11 +229,13 @@ def finetune_rows(run: Run) -> list[dict[str, Any]]:
                     "init": run.label,
                     "k": run.k,
                     "seed": run.seed,
+                    "pretrain_seed": run.pretrain_seed or 0,
                     "subject": str(r["subject"]),
                     "group": str(r.get("group", "")),
                     "region": run.stage,
                     "class": cls,
                     "dice": float(r[f"dice_{cls}"]),
+                    "converged": converged,
                 }
             )
     return rows

@@ -2,7 +2,8 @@
 
 Conventions:
 
-* Every interval is a two-sided ``level`` (default 95%) interval returned as ``(estimate, lo, hi)``.
+* Every interval is a two-sided ``level`` (default 95%) interval returned as ``(estimate, lo, hi)``;
+  bootstrap intervals over one level of units come from ``scipy.stats.bootstrap`` (BCa by default).
 * Resampling is seeded (``seed``), so the same inputs give the same interval.
 * NaN values are dropped before anything is computed (a NaN Dice means "class absent", see
   :mod:`evaluation.metrics`); with fewer than two values left there is no interval and ``lo``/``hi`` are NaN.
@@ -10,6 +11,7 @@ Conventions:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,15 +42,40 @@ def _check_level(level: float) -> None:
         raise ValueError(f"level must lie in (0, 1), got {level}")
 
 
+def _scipy_interval(samples: tuple[np.ndarray, ...], stat: Stat, n_boot: int, level: float, seed: int,
+                    method: str, paired: bool) -> tuple[float, float]:  # fmt: skip
+    """``scipy.stats.bootstrap``'s two-sided interval (NaN when its resamples are degenerate)."""
+    vectorized = _takes_axis(stat, samples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            samples, stat if vectorized else (lambda *x: float(stat(*x))), n_resamples=n_boot,
+            confidence_level=level, method=method, paired=paired, vectorized=vectorized,
+            rng=np.random.default_rng(seed),
+        )  # fmt: skip
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _takes_axis(stat: Stat, samples: tuple[np.ndarray, ...]) -> bool:
+    try:
+        out = np.asarray(stat(*(s[None, :] for s in samples), axis=-1))
+    except TypeError:
+        return False
+    return out.shape == (1,)
+
+
+METHODS = {"percentile": "percentile", "bca": "BCa"}
+
+
 def bootstrap_ci(
     values: Sequence[float] | np.ndarray,
     stat: Stat = np.mean,
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
-    method: str = "percentile",
+    method: str = "bca",
 ) -> tuple[float, float, float]:
-    """Bootstrap confidence interval of ``stat(values)``.
+    """Bootstrap confidence interval of ``stat(values)`` over independent units (``scipy.stats.bootstrap``).
 
     Args:
         values: one number per independent unit (e.g. per test subject), shape ``(n,)``.
@@ -56,44 +83,29 @@ def bootstrap_ci(
         n_boot: bootstrap resamples.
         level: coverage of the two-sided interval.
         seed: resampling seed.
-        method: ``"percentile"`` (Efron's percentile interval) or ``"bca"`` (bias-corrected and
-            accelerated, Efron 1987; acceleration from the jackknife).
+        method: ``"bca"`` (bias-corrected and accelerated, Efron 1987; the default: it corrects the
+            percentile interval's bias and skewness) or ``"percentile"``. Neither reaches its nominal level
+            with very few units: at n = 13 from a skewed population both cover a 95 % interval's mean about
+            90 % of the time (``tests/evaluation/test_statistics.py`` measures it), because the bootstrap's
+            plug-in variance is too small; read intervals over a dozen subjects as somewhat optimistic.
 
     Returns:
         ``(estimate, lo, hi)``; ``lo``/``hi`` are NaN with fewer than two finite values, and all three
-        are NaN with none.
+        are NaN with none; every value equal gives ``(v, v, v)``.
     """
     _check_level(level)
-    if method not in ("percentile", "bca"):
-        raise ValueError(f"method must be 'percentile' or 'bca', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     v = _clean(values)
     if v.size == 0:
         return float("nan"), float("nan"), float("nan")
     estimate = float(_apply(stat, v[None, :])[0])
     if v.size < 2:
         return estimate, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    boot = _apply(stat, v[rng.integers(0, v.size, size=(n_boot, v.size))])
-    alpha = (1.0 - level) / 2.0
-    quantiles = np.array([alpha, 1.0 - alpha])
-    if method == "bca":
-        quantiles = _bca_quantiles(v, stat, boot, estimate, quantiles)
-    lo, hi = np.quantile(boot, quantiles)
-    return estimate, float(lo), float(hi)
-
-
-def _bca_quantiles(v: np.ndarray, stat: Stat, boot: np.ndarray, estimate: float, q: np.ndarray) -> np.ndarray:
-    """Adjusted quantiles of the BCa interval; falls back to ``q`` when the data are degenerate."""
-    below = np.mean(boot < estimate) + 0.5 * np.mean(boot == estimate)
-    if not 0.0 < below < 1.0:
-        return q
-    z0 = stats.norm.ppf(below)
-    jack = _apply(stat, np.stack([np.delete(v, i) for i in range(v.size)]))
-    d = jack.mean() - jack
-    denom = 6.0 * np.sum(d**2) ** 1.5
-    a = np.sum(d**3) / denom if denom > 0 else 0.0
-    z = stats.norm.ppf(q)
-    return stats.norm.cdf(z0 + (z0 + z) / (1.0 - a * (z0 + z)))
+    if np.all(v == v[0]):
+        return estimate, estimate, estimate
+    lo, hi = _scipy_interval((v,), stat, n_boot, level, seed, METHODS[method], paired=False)
+    return estimate, lo, hi
 
 
 def bootstrap_diff_ci(
@@ -104,8 +116,9 @@ def bootstrap_diff_ci(
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    method: str = "bca",
 ) -> tuple[float, float, float]:
-    """Bootstrap interval of a difference between two samples (percentile method).
+    """Bootstrap interval of a difference between two samples (``scipy.stats.bootstrap``, BCa by default).
 
     Paired (``a[i]`` and ``b[i]`` measured on the same unit, e.g. the same test subject under two
     initialisations): resamples units and computes ``stat(a - b)``; pairs with a NaN on either side are
@@ -118,7 +131,7 @@ def bootstrap_diff_ci(
         x, y = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
         if x.shape != y.shape:
             raise ValueError(f"paired samples differ in length: {x.size} vs {y.size}")
-        return bootstrap_ci(x - y, stat=stat, n_boot=n_boot, level=level, seed=seed)
+        return bootstrap_ci(x - y, stat=stat, n_boot=n_boot, level=level, seed=seed, method=method)
     _check_level(level)
     x, y = _clean(a), _clean(b)
     if x.size == 0 or y.size == 0:
@@ -126,12 +139,12 @@ def bootstrap_diff_ci(
     estimate = float(_apply(stat, x[None])[0] - _apply(stat, y[None])[0])
     if x.size < 2 or y.size < 2:
         return estimate, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    bx = _apply(stat, x[rng.integers(0, x.size, size=(n_boot, x.size))])
-    by = _apply(stat, y[rng.integers(0, y.size, size=(n_boot, y.size))])
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(bx - by, [alpha, 1.0 - alpha])
-    return estimate, float(lo), float(hi)
+
+    def difference(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
+        return _apply(stat, np.moveaxis(p, axis, -1)) - _apply(stat, np.moveaxis(q, axis, -1))
+
+    lo, hi = _scipy_interval((x, y), difference, n_boot, level, seed, METHODS[method], paired=False)
+    return estimate, lo, hi
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -230,3 +243,31 @@ def _nct_ncp(t: float, df: int, prob: float) -> float:
         step *= 2
         hi = t + step
     return float(optimize.brentq(f, lo, hi, xtol=1e-10))
+
+
+def subject_bootstrap_balanced_accuracy(
+    pred: np.ndarray, truth: np.ndarray, subjects: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[float]:
+    """Percentile CI of a probe's balanced accuracy over the *subjects* it was scored on.
+
+    Voxels of one subject are not independent, so the unit resampled is the subject: each resample draws
+    subjects with replacement and pools their confusion counts (NaN with fewer than two subjects).
+    """
+    subjects = np.asarray(subjects).astype(str)
+    names, where = np.unique(subjects, return_inverse=True)
+    if len(names) < 2:
+        return [float("nan"), float("nan")]
+    classes = np.unique(truth)
+    hits = np.zeros((len(names), len(classes)))
+    totals = np.zeros((len(names), len(classes)))
+    for j, c in enumerate(classes):
+        is_c = truth == c
+        np.add.at(totals[:, j], where[is_c], 1.0)
+        np.add.at(hits[:, j], where[is_c & (pred == c)], 1.0)
+    idx = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = hits[idx].sum(1) / totals[idx].sum(1)  # (B, classes)
+    scores = np.nanmean(recall, axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.nanquantile(scores, [alpha, 1.0 - alpha])
+    return [float(lo), float(hi)]

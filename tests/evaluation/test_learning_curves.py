@@ -145,3 +145,42 @@ def test_k_helpers_and_bad_rows():
     assert math.isnan(
         learning_curves([dict(init="a", k=1, seed=0, subject="s", **{"class": "GM"}, dice=0.5)])[0]["ci95"][0]
     )
+
+
+def test_between_seed_sd_and_convergence_flags():
+    rows = [dict(r, converged=not (r["init"] == "scratch" and r["k"] == 1 and r["seed"] == 1)) for r in _rows()]
+    curves = {(c["init"], c["k"]): c for c in learning_curves(rows, n_boot=200)}
+    # seeds' offsets +-0.02: each seed's mean over subjects is 0.82 / 0.78 -> SD 0.0283
+    assert curves[("ssl", 1)]["between_seed_sd"] == pytest.approx(0.04 / math.sqrt(2))
+    assert curves[("ssl", "all")]["between_seed_sd"] == pytest.approx(0.0)
+    assert curves[("ssl", 1)]["converged"] is True and curves[("scratch", 1)]["converged"] is False
+    assert learning_curves(_rows(), n_boot=50)[0]["converged"] is None  # not recorded: unknown, not True
+
+
+def test_pretraining_seeds_widen_the_interval():
+    base = _rows()
+    two = [dict(r, pretrain_seed=p, dice=r["dice"] + (0.03 if p else -0.03)) for r in base for p in (0, 1)]
+    one = {(c["init"], c["k"]): c for c in learning_curves(base, n_boot=500)}
+    both = {(c["init"], c["k"]): c for c in learning_curves(two, n_boot=500)}
+    assert both[("ssl", "all")]["n_pretrain_seeds"] == 2 and one[("ssl", "all")]["n_pretrain_seeds"] == 1
+    width = lambda c: c["ci95"][1] - c["ci95"][0]  # noqa: E731
+    assert width(both[("ssl", "all")]) > width(one[("ssl", "all")]) + 0.03
+    assert both[("ssl", "all")]["dice_mean"] == pytest.approx(0.9)
+
+
+def test_zero_shot_is_the_first_point_and_is_compared():
+    rows = _rows() + [dict(init="ssl", k=0, seed=0, subject=s, **{"class": c}, dice=0.7) for s in SUBJECTS
+                      for c in ("GM", "WM")]  # fmt: skip
+    curves = [c for c in learning_curves(rows, n_boot=100) if c["init"] == "ssl"]
+    assert [c["k"] for c in curves] == [0, 1, "all"] and curves[0]["n_seeds"] == 1
+    zero = [c for c in comparisons(rows, n_boot=100) if c["k"] == 0]
+    assert [(c["a"], c["b"], c["b_k"]) for c in zero] == [("ssl", "scratch", 1)]  # no label vs scratch's one
+    assert zero[0]["delta"] == pytest.approx(0.7 - 0.7)  # scratch at k=1: 0.55 + 0.1 i - 0.1, mean 0.70
+
+
+def test_an_unconverged_arm_is_flagged_not_ranked():
+    rows = [dict(r, converged=r["init"] != "ssl") for r in _rows()]  # ssl is best at k=1 but did not converge
+    best = {b["k"]: b for b in best_init_per_k(learning_curves(rows, n_boot=100), comparisons(rows, n_boot=100))}
+    assert best[1]["best"] == "scratch" and best[1]["unranked"] == ["ssl"] and best[1]["runner_up"] is None
+    rows = [dict(r, converged=False) for r in _rows()]
+    assert all(b["best"] is None for b in best_init_per_k(learning_curves(rows, n_boot=50), []))
