@@ -10,7 +10,7 @@ tissue class (GM/WM), then scored on voxels of another region from *other* subje
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 from evaluation.features import RegionFeatures
 from evaluation.metrics import dice
+from evaluation.statistics import subject_bootstrap_balanced_accuracy
 
 PROBES = ("linear", "knn")
 SCORES = ("balanced_accuracy", "dice_mean")
@@ -118,6 +119,29 @@ def run_probe(probe: str, train: RegionFeatures, test: RegionFeatures, seed: int
     return _evaluate(_fit(probe, train.X, train.y, seed), train.y, test.X, test.y)
 
 
+def _cells(
+    features_by_region_train: Mapping[str, RegionFeatures],
+    features_by_region_test: Mapping[str, RegionFeatures],
+    probe: str,
+    seed: int,
+) -> Iterator[tuple[str, str, Pipeline, RegionFeatures, RegionFeatures]]:
+    """``(train region, test region, fitted probe, train side, test side)`` of every cell (one fit per row)."""
+    if probe not in PROBES:
+        raise ValueError(f"unknown probe {probe!r}; choose one of {PROBES}")
+    train_subjects = set().union(*(_subjects(f) for f in features_by_region_train.values()))
+    test_subjects = set().union(*(_subjects(f) for f in features_by_region_test.values()))
+    shared = train_subjects & test_subjects
+    if shared:
+        raise ValueError(f"training and testing sides share subjects {sorted(shared)}; use disjoint subject sets")
+    for a, train in features_by_region_train.items():
+        model: Pipeline | None = None
+        for b, test in features_by_region_test.items():
+            _check(train.X, train.y, test.X, test.y)
+            if model is None:
+                model = _fit(probe, train.X, train.y, seed)
+            yield a, b, model, train, test
+
+
 def transfer_matrix(
     features_by_region_train: Mapping[str, RegionFeatures],
     features_by_region_test: Mapping[str, RegionFeatures],
@@ -143,20 +167,31 @@ def transfer_matrix(
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
-    if probe not in PROBES:
-        raise ValueError(f"unknown probe {probe!r}; choose one of {PROBES}")
-    train_subjects = set().union(*(_subjects(f) for f in features_by_region_train.values()))
-    test_subjects = set().union(*(_subjects(f) for f in features_by_region_test.values()))
-    shared = train_subjects & test_subjects
-    if shared:
-        raise ValueError(f"training and testing sides share subjects {sorted(shared)}; use disjoint subject sets")
     out: dict[str, dict[str, float]] = {}
-    for a, train in features_by_region_train.items():
-        out[a] = {}
-        model: Pipeline | None = None
-        for b, test in features_by_region_test.items():
-            _check(train.X, train.y, test.X, test.y)
-            if model is None:
-                model = _fit(probe, train.X, train.y, seed)
-            out[a][b] = float(_evaluate(model, train.y, test.X, test.y)[score])
+    for a, b, model, train, test in _cells(features_by_region_train, features_by_region_test, probe, seed):
+        out.setdefault(a, {})[b] = float(_evaluate(model, train.y, test.X, test.y)[score])
     return out
+
+
+def transfer_matrix_with_ci(
+    features_by_region_train: Mapping[str, RegionFeatures],
+    features_by_region_test: Mapping[str, RegionFeatures],
+    probe: str = "linear",
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[float]]]]:
+    """:func:`transfer_matrix` of balanced accuracy with a 95% CI per cell over the testing subjects
+    (:func:`subject_bootstrap_balanced_accuracy`; chance is 0.5).
+
+    Returns:
+        ``({train_region: {test_region: balanced accuracy}}, {train_region: {test_region: [lo, hi]}})``.
+    """
+    values: dict[str, dict[str, float]] = {}
+    cis: dict[str, dict[str, list[float]]] = {}
+    for a, b, model, _, test in _cells(features_by_region_train, features_by_region_test, probe, seed):
+        pred = model.predict(test.X)
+        values.setdefault(a, {})[b] = float(balanced_accuracy_score(test.y, pred))
+        cis.setdefault(a, {})[b] = subject_bootstrap_balanced_accuracy(
+            pred, np.asarray(test.y), test.subjects, n_boot, seed
+        )
+    return values, cis

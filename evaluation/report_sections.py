@@ -41,36 +41,68 @@ def compute_section(results: Mapping[str, Any]) -> str:
     return section("compute", "Compute per initialisation", body + table(header, rows))
 
 
-def _matrix_tables(matrices: Mapping[str, Mapping[str, Mapping[str, Any]]], corner: str) -> str:
+def _matrix_tables(
+    matrices: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    corner: str,
+    cis: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> str:
     out = ""
     for name, matrix in matrices.items():
         cols = list(dict.fromkeys(c for r in matrix.values() for c in r))
-        rows = ([f"<b>{e(r)}</b>", *(num(matrix[r].get(c)) for c in cols)] for r in matrix)
+        bounds = (cis or {}).get(name) or {}
+        rows = (
+            [f"<b>{e(r)}</b>", *(num(matrix[r].get(c)) + ci((bounds.get(r) or {}).get(c)) for c in cols)]
+            for r in matrix
+        )
         out += f"<h4>{e(name)}</h4>" + table([e(corner), *(e(c) for c in cols)], rows)
     return out
 
 
 def transfer_section(results: Mapping[str, Any], figs: str) -> str:
-    """Region-to-region probe transfer: the heatmaps, with their numbers behind a click."""
+    """Region-to-region probe transfer: the heatmaps, with their numbers and CIs behind a click."""
     tm = results.get("transfer_matrix") or {}
     if not tm:
         return section("transfer", "Transfer between regions", missing("region-transfer probes") + figs)
     body = "<p>Does what a frozen encoder learned separate GM from WM in a region it was not probed in? A high "
-    body += "off-diagonal cell means a probe trained in one region (row) still works in another (column).</p>"
-    numbers = details("Numbers", _matrix_tables(tm, "trained in ↓ / tested in →"))
+    body += "off-diagonal cell means a probe trained in one region (row) still works in another (column). Chance is "
+    body += f"{num(results.get('chance', 0.5), 2)}; the randomly initialised encoder (<code>random_init</code>) is the "
+    body += "floor an encoder has to beat. Intervals resample the testing subjects.</p>"
+    numbers = details("Numbers [95% CI]", _matrix_tables(tm, "trained in ↓ / tested in →", results.get("transfer_ci")))
     return section("transfer", "Transfer between regions", body + figs + numbers)
+
+
+def _cka_tables(results: Mapping[str, Any]) -> str:
+    detail = results.get("cka_detail") or {}
+    out = ""
+    for region, pairs in (results.get("cka") or {}).items():
+        rows = []
+        seen = set()
+        for a, row in pairs.items():
+            for b, value in row.items():
+                if a == b or (b, a) in seen:
+                    continue
+                seen.add((a, b))
+                d = (detail.get(region) or {}).get(a, {}).get(b) or {}
+                rows.append([e(a), e(b), num(value) + ci(d.get("ci95")), num(d.get("null_q95")), pval(d.get("p")),
+                             num(d.get("biased"))])  # fmt: skip
+        header = ["encoder", "encoder", "debiased CKA [95% CI]", "null 95th pct.", "p (shuffled pairing)", "plain CKA"]
+        out += f"<h4>{e(region)}</h4>" + table(header, rows)
+    return out
 
 
 def similarity_section(results: Mapping[str, Any], figs: str) -> str:
     """Cross-encoder CKA and between-region shift: the heatmaps, with their numbers behind a click."""
     tables = ""
     if results.get("cka"):
-        tables += "<h3>Linear CKA (per region, encoder × encoder)</h3>" + _matrix_tables(results["cka"], "")
+        tables += "<h3>Debiased linear CKA (per region, encoder × encoder)</h3>"
+        tables += "<p>The plain estimator is biased upward for unrelated features at these sizes; the debiased one is "
+        tables += "≈0 for them. The null shuffles which voxel is paired with which.</p>" + _cka_tables(results)
     if results.get("shift"):
-        tables += "<h3>Shift between regions (per encoder)</h3>" + _matrix_tables(results["shift"], "")
+        tables += "<h3>Shift between regions (per encoder; chance 0.5)</h3>"
+        tables += _matrix_tables(results["shift"], "", results.get("shift_ci"))
     if not tables:
         return section("similarity", "Representation similarity", missing("similarity") + figs)
-    return section("similarity", "Representation similarity", figs + details("Numbers", tables))
+    return section("similarity", "Representation similarity", figs + details("Numbers [95% CI]", tables))
 
 
 def _kind(measure: str) -> str:

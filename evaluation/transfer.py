@@ -9,8 +9,12 @@ encoder's multi-scale features are read there (:mod:`evaluation.features`). Then
   sets never overlap;
 * ``shift[encoder][A][B]``: how well a classifier tells region A's features from region B's
   (cross-validated balanced accuracy, tissue mix matched; 0.5 = indistinguishable);
-* ``cka[region][encoder_a][encoder_b]``: linear CKA between two encoders' features on the *same* voxels
-  (rows must be paired; voxels of two regions are not, so region-vs-region similarity is the shift).
+* ``cka[region][encoder_a][encoder_b]``: debiased linear CKA between two encoders' features on the *same*
+  voxels (rows must be paired; voxels of two regions are not, so region-vs-region similarity is the shift),
+  with a shuffled-pairing null and a CI over subjects in ``cka_detail``.
+
+Transfer and shift cells carry 95% CIs over the testing subjects (``transfer_ci``, ``shift_ci``); their
+chance level is 0.5 and the randomly initialised encoder is the floor an encoder must beat.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import torch
 from torch import nn
 
 from evaluation.features import RegionFeatures, encoder_features_at, sample_class_balanced
-from evaluation.probes import transfer_matrix
-from evaluation.similarity import cka_matrix, shift_matrix
+from evaluation.probes import transfer_matrix_with_ci
+from evaluation.similarity import cka_matrix, shift_matrix_with_ci
 from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.errors import DataError
@@ -95,8 +99,10 @@ def measure_transfer(
     n_voxels: int,
     seed: int = 0,
     probe: str = "linear",
+    n_boot: int = 1000,
+    n_null: int = 100,
 ) -> dict[str, Any]:
-    """Transfer matrices, feature shift and cross-encoder CKA for every encoder.
+    """Transfer matrices, feature shift and cross-encoder CKA for every encoder, each with its uncertainty.
 
     Args:
         encoders: label -> (encoder returning multi-scale features, its total stride).
@@ -105,9 +111,13 @@ def measure_transfer(
         n_voxels: voxels sampled per region and subject (half GM, half WM).
         seed: sampling and probe seed.
         probe: ``linear`` or ``knn``.
+        n_boot: bootstrap resamples (over testing subjects) of the transfer and shift CIs.
+        n_null: shuffled pairings (the null) and half-samples (the CI) of each CKA.
 
     Returns:
-        ``{"transfer_matrix", "shift", "cka", "regions_used", "n_subjects"}``.
+        ``{"transfer_matrix", "transfer_ci", "shift", "shift_ci", "cka", "cka_detail", "chance",
+        "regions_used", "n_subjects"}``: the matrices as numbers, their 95% CIs beside them
+        (``[lo, hi]`` per cell), debiased CKA with its CI, null and p in ``cka_detail``.
     """
     overlap = {s.key for s in probe_train} & {s.key for s in probe_test}
     if overlap:
@@ -119,8 +129,9 @@ def measure_transfer(
         log.warning("probe: region %s has no subject with both GM and WM on one side; left out", r)
     train_vox = {r: train_vox[r] for r in used}
     test_vox = {r: test_vox[r] for r in used}
-    transfer: dict[str, Any] = {}
-    shift: dict[str, Any] = {}
+    out: dict[str, Any] = {
+        key: {} for key in ("transfer_matrix", "transfer_ci", "shift", "shift_ci", "cka", "cka_detail")
+    }
     test_features: dict[str, dict[str, dict[str, RegionFeatures]]] = {}
     for label, (encoder, stride) in encoders.items():
         log.info("probe: encoder %s", label)
@@ -129,17 +140,20 @@ def measure_transfer(
         test_features[label] = te
         train_by_region = {r: _pool(tr[r], list(train_vox[r])) for r in used}
         test_by_region = {r: _pool(te[r], list(test_vox[r])) for r in used}
-        transfer[label] = transfer_matrix(train_by_region, test_by_region, probe=probe, seed=seed)
-        shift[label] = shift_matrix(test_by_region, seed=seed)
-    cka: dict[str, Any] = {}
+        out["transfer_matrix"][label], out["transfer_ci"][label] = transfer_matrix_with_ci(
+            train_by_region, test_by_region, probe=probe, seed=seed, n_boot=n_boot
+        )
+        out["shift"][label], out["shift_ci"][label] = shift_matrix_with_ci(test_by_region, seed=seed, n_boot=n_boot)
     for region in used:
         keys = list(test_vox[region])
         pooled = {label: _pool(te[region], keys) for label, te in test_features.items()}
-        cka[region] = cka_matrix({label: f.X for label, f in pooled.items()})
+        groups = next(iter(pooled.values())).subjects if pooled else None
+        out["cka"][region], out["cka_detail"][region] = cka_matrix(
+            {label: f.X for label, f in pooled.items()}, groups=groups, seed=seed, n_null=n_null
+        )
     return {
-        "transfer_matrix": transfer,
-        "shift": shift,
-        "cka": cka,
+        **out,
+        "chance": 0.5,
         "regions_used": used,
         "n_subjects": {"probe_train": len(probe_train), "probe_test": len(probe_test)},
     }

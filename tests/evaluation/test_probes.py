@@ -80,3 +80,23 @@ def test_transfer_matrix_rejects_shared_subjects():
         transfer_matrix(train, {"brainstem": test["brainstem"]}, probe="svm")
     with pytest.raises(ValueError, match="unknown score"):
         transfer_matrix(train, {"brainstem": test["brainstem"]}, score="auc")
+
+
+def test_transfer_cells_get_a_ci_over_testing_subjects():
+    from evaluation.probes import subject_bootstrap_balanced_accuracy, transfer_matrix_with_ci
+
+    rng = np.random.default_rng(0)
+
+    def side(prefix, n_subjects, signal):
+        y = np.tile([2, 3], 50 * n_subjects)
+        X = rng.normal(size=(len(y), 4)) + signal * (y == 3)[:, None]
+        subjects = np.repeat([f"{prefix}{i}" for i in range(n_subjects)], 100)
+        return RegionFeatures(X=X, y=y, subjects=subjects)
+
+    train, test = {"a": side("tr", 4, 2.0)}, {"a": side("te", 6, 2.0), "b": side("te", 6, 0.0)}
+    values, cis = transfer_matrix_with_ci(train, test, n_boot=300)
+    assert cis["a"]["a"][0] < values["a"]["a"] < cis["a"]["a"][1] and cis["a"]["a"][0] > 0.75
+    assert cis["a"]["b"][0] < 0.5 < cis["a"]["b"][1]  # no signal in b: chance lies inside its CI
+    assert values == transfer_matrix(train, test)
+    one = subject_bootstrap_balanced_accuracy(np.array([2, 3]), np.array([2, 3]), np.array(["s", "s"]))
+    assert all(np.isnan(one))  # a single subject: no interval

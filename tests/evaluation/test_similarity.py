@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from evaluation.features import RegionFeatures
-from evaluation.similarity import cka_matrix, domain_shift, linear_cka, mmd_rbf, shift_matrix
+from evaluation.similarity import (
+    cka_matrix,
+    cka_with_uncertainty,
+    debiased_linear_cka,
+    domain_shift,
+    linear_cka,
+    mmd_rbf,
+    shift_matrix,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +59,32 @@ def test_cka_needs_paired_rows_and_finite_values():
 
 def test_cka_matrix(feats):
     X, Y = feats
-    m = cka_matrix({"a": X, "b": Y, "c": X @ np.eye(12) * 2})
+    m, detail = cka_matrix({"a": X, "b": Y, "c": X @ np.eye(12) * 2}, n_null=20)
     assert m["a"]["a"] == 1.0 and m["a"]["c"] == pytest.approx(1.0)
-    assert m["a"]["b"] == m["b"]["a"] == pytest.approx(linear_cka(X, Y))
+    assert m["a"]["b"] == m["b"]["a"] == pytest.approx(debiased_linear_cka(X, Y))
+    assert detail["a"]["b"]["biased"] == pytest.approx(linear_cka(X, Y)) and "ci95" in detail["b"]["a"]
+
+
+def test_debiased_cka_of_independent_features_is_zero_within_its_ci_where_the_plain_one_is_not():
+    """At a probe's sizes (900 voxels of 6 subjects, 60 channels) the plain estimator reads ~0.06 for unrelated
+    features; the unbiased HSIC gives ~0, inside its CI, and the shuffled-pairing null says the same."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(900, 60)), rng.normal(size=(900, 60))
+    groups = np.repeat(np.arange(6), 150)
+    d = cka_with_uncertainty(X, Y, groups, n_null=50, n_half=50)
+    assert d["biased"] > 0.05
+    assert abs(d["cka"]) < 0.01 and d["ci95"][0] <= 0.0 <= d["ci95"][1]
+    assert d["p"] > 0.05 and abs(d["null_mean"]) < 0.01
+
+
+def test_debiased_cka_detects_a_shared_signal():
+    rng = np.random.default_rng(6)
+    shared = rng.normal(size=(600, 5))
+    X = np.hstack([shared, rng.normal(size=(600, 20))])
+    Y = np.hstack([shared @ rng.normal(size=(5, 5)), rng.normal(size=(600, 20))])
+    d = cka_with_uncertainty(X, Y, np.repeat(np.arange(6), 100), n_null=50, n_half=50)
+    assert d["cka"] > 0.2 and d["ci95"][0] > d["null_q95"] and d["p"] < 0.05
+    assert debiased_linear_cka(X, X) == pytest.approx(1.0)
 
 
 def test_domain_shift_same_and_separated():
@@ -96,3 +127,27 @@ def test_shift_matrix():
     m = shift_matrix({"thal": feats(0.0), "stem": feats(5.0), "ctx": feats(0.0)})
     assert m["thal"]["thal"] == 0.5 and m["thal"]["stem"] == m["stem"]["thal"] > 0.95
     assert abs(m["thal"]["ctx"] - 0.5) < 0.1
+
+
+def _kornblith_debiased_cka(x, y):
+    """The reference: Kornblith et al. 2019's notebook (``center_gram(unbiased=True)`` on linear Grams)."""
+
+    def centre(gram):
+        gram, n = gram.copy(), len(gram)
+        np.fill_diagonal(gram, 0)
+        means = gram.sum(0) / (n - 2)
+        means -= means.sum() / (2 * (n - 1))
+        gram -= means[:, None] + means[None, :]
+        np.fill_diagonal(gram, 0)
+        return gram
+
+    gx, gy = centre(x @ x.T), centre(y @ y.T)
+    return gx.ravel() @ gy.ravel() / (np.linalg.norm(gx) * np.linalg.norm(gy))
+
+
+def test_debiased_cka_matches_the_reference_and_ignores_feature_offsets():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(50, 7))
+    y = x @ rng.normal(size=(7, 4)) + rng.normal(size=(50, 4))
+    assert debiased_linear_cka(x, y) == pytest.approx(_kornblith_debiased_cka(x, y))
+    assert debiased_linear_cka(x + 5.0, y - 3.0) == pytest.approx(debiased_linear_cka(x, y))
