@@ -15,12 +15,17 @@ from evaluation.learning_curves import k_order
 CAPTIONS = {
     "transfer_matrix": "Linear probes (GM vs WM) trained on frozen-encoder features of voxels in the row region "
     "and tested in the column region on a disjoint set of subjects; cells give balanced accuracy (0.5 = chance).",
-    "cka": "Linear CKA (Kornblith et al. 2019) between representations of the same voxels "
-    "(1 = the same up to rotation and scale, 0 = unrelated).",
+    "cka": "Debiased linear CKA (Kornblith et al. 2019 with the unbiased HSIC of Song et al. 2012) between "
+    "representations of the same voxels (1 = the same up to rotation and scale, 0 = unrelated); its CI over "
+    "subjects and a shuffled-pairing null are in the numbers below.",
     "shift": "Cross-validated balanced accuracy of a linear classifier telling one region's features from "
     "another's, with GM/WM proportions matched (0.5 = the regions look the same to the encoder, 1 = fully distinct).",
-    "learning_curves": "Brainstem fine-tuning from each initialisation with k labelled subjects; mean GM/WM Dice over "
-    "test subjects (seeds averaged per subject first); bands are 95% bootstrap CIs over test subjects.",
+    "learning_curves": "Brainstem fine-tuning from each initialisation with k labelled subjects (k = 0: the source "
+    "stage's own head, no brainstem label); mean GM/WM Dice over test subjects and seeds; bands are 95% CIs of a "
+    "bootstrap that resamples test subjects, training seeds and pretraining seeds.",
+    "training_curves": "Training loss (left) and Dice on the run's own labelled training subjects (right) of each "
+    "arm's full-label target run (first seed) and of each source-stage run; dashed lines did not pass the plateau "
+    "test (loss falling by 2 % or more, or Dice gaining 0.01 or more, over the last fifth of training).",
     "group": "Per-subject volumes (mm³) from the predicted segmentations, patients vs controls; boxes show quartiles, "
     "dots are subjects.",
     "overlay": "Reference and predicted tissue labels (CSF, GM, WM; colours as in the legend) of a test subject "

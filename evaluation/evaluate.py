@@ -15,27 +15,24 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from evaluation.baselines import gmm_segment, hmrf_segment
+from evaluation.baseline_scores import BaselineSettings, baseline_rows, stage_rois
 from evaluation.compute import compute_per_init
+from evaluation.design import convergence_rows, design_summary, training_curves
 from evaluation.figures import figures_from_results, group_png
 from evaluation.group_analysis import compare_groups
 from evaluation.learning_curves import best_init_per_k, comparisons, learning_curves, segmentation_summary
+from evaluation.recorded_split import split_of
 from evaluation.report import build_report
 from evaluation.runs import Run, collect_runs, finetune_rows
 from evaluation.transfer import measure_transfer
-from finetune.metrics import roi_metrics
-from finetune.roi import StageROI
-from ssl_pretrain.config import CONFIG_DIR, to_flat_dict
-from ssl_pretrain.data.cache import CachedSubject, preprocess
-from ssl_pretrain.data.split import split_subjects
-from ssl_pretrain.data.validate import load_records
+from ssl_pretrain.config import to_flat_dict
 from ssl_pretrain.errors import ConfigError, DataError
 from ssl_pretrain.models.checkpoint import load_weights
 from ssl_pretrain.models.unet import ResEncoder
@@ -62,7 +59,7 @@ def _encoders(runs: Sequence[Run], modalities: Sequence[str], seed: int, random_
         enc = encoder_from_sidecar(sources[0].sidecar)
         encoders["random_init"] = (enc.eval(), enc.total_stride)
     for run in sources:
-        if run.kind == "pretrain":
+        if run.kind == "pretrain" or run.sidecar.get("init_label"):
             label = run.label
         else:
             label = "subcortical" if run.label == "scratch" else f"{run.label}+subcortical"
@@ -72,42 +69,6 @@ def _encoders(runs: Sequence[Run], modalities: Sequence[str], seed: int, random_
         load_weights(enc, run.path, modalities=list(modalities), strict_arch=False)
         encoders[label] = (enc.eval(), enc.total_stride)
     return encoders
-
-
-def _stage_roi(stage: str, subject: CachedSubject) -> np.ndarray:
-    """The ROI of ``configs/stage/<stage>.yaml`` on a cached subject's grid."""
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "stage" / f"{stage}.yaml"))
-    spacing = np.linalg.norm(subject.affine[:3, :3], axis=0)
-    return StageROI.from_config(cast(dict, cfg), spacing).volume_mask(np.asarray(subject.regions))
-
-
-def baseline_rows(
-    subjects: Sequence[CachedSubject], methods: Sequence[str], stages: Sequence[str], classes: Sequence[str], seed: int
-) -> dict[str, list[dict[str, Any]]]:
-    """Per-subject Dice of the classical tissue classifiers inside each stage's ROI."""
-    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    for subject in subjects:
-        if subject.tissue is None or subject.regions is None:
-            continue
-        image = np.asarray(subject.image, dtype=np.float32)
-        brain = np.asarray(subject.brain) > 0
-        t1 = subject.modalities.index("T1w") if "T1w" in subject.modalities else 0
-        truth = np.asarray(subject.tissue).astype(np.int64)
-        spacing = np.linalg.norm(subject.affine[:3, :3], axis=0)
-        for method in methods:
-            if method == "gmm":
-                pred = gmm_segment(image[subject.presence], brain, seed=seed, source=subject.key)
-            elif method == "hmrf":
-                pred = hmrf_segment(image[t1], brain, source=subject.key)
-            else:
-                raise ValueError(f"unknown baseline '{method}' (known: gmm, hmrf)")
-            for stage in stages:
-                metrics = roi_metrics(pred, truth, _stage_roi(stage, subject), spacing, hd95=False)
-                for cls in classes:
-                    rows[method].append(
-                        {"region": stage, "subject": subject.key, "class": cls, "dice": metrics[f"dice_{cls}"]}
-                    )
-    return rows
 
 
 TISSUE_MEASURES = ("CSF", "GM", "WM")  # measure suffixes that are model predictions (vs. region volumes)
@@ -249,13 +210,6 @@ def group_analysis(runs: Sequence[Run], cfg: DictConfig) -> tuple[dict[str, Any]
     return {"rows": rows, "excluded": excluded, "source": str(source)}, figures
 
 
-def _subjects(cfg: DictConfig) -> dict[str, list[CachedSubject]]:
-    records = load_records(cfg.data)
-    cached = preprocess(records, cfg.data, cfg.paths.cache_dir)
-    data = cfg.data
-    return split_subjects(cached, float(data.val_fraction), float(data.test_fraction), int(data.split_seed))
-
-
 def run(cfg: DictConfig) -> Path:
     """Evaluate ``cfg.runs`` on ``cfg.data``; returns the run directory holding ``report.html``."""
     with run_context(cfg, "evaluate") as out:
@@ -269,20 +223,23 @@ def run(cfg: DictConfig) -> Path:
             "dataset": {"root": str(cfg.data.root), "simulated": simulated},
             "evaluate_config": to_flat_dict(cfg),
         }  # fmt: skip
-        classes = list(cfg.curves.classes)
+        classes, target = list(cfg.curves.classes), str(cfg.curves.get("target", "brainstem"))
         rows = [row for r in runs if r.kind == "finetune" for row in finetune_rows(r) if row["class"] in classes]
         full = [row for row in rows if str(row["k"]) == "all"]
         if full:
             results["segmentation"] = segmentation_summary(full, n_boot=n_boot, seed=seed)
-        brainstem = [row for row in rows if row["region"] == "brainstem"]
-        if brainstem:
-            curves = learning_curves(brainstem, n_boot=n_boot, seed=seed)
+        on_target = [row for row in rows if row["region"] == target]
+        if on_target:
+            curves = learning_curves(on_target, n_boot=n_boot, seed=seed)
             family = str(cfg.curves.get("holm_family", "all"))
-            comps = comparisons(brainstem, n_boot=n_boot, seed=seed, holm_family=family)
+            comps = comparisons(on_target, n_boot=n_boot, seed=seed, holm_family=family)
             results.update(learning_curves=curves, comparisons=comps, best_per_k=best_init_per_k(curves, comps))
+        results["design"] = design_summary(runs, target)
+        results["convergence"] = convergence_rows(runs, target)
+        results["training_curves"] = training_curves(runs, target)
         figures: dict[str, bytes] = {}
         needs_data = cfg.probe.enabled or cfg.baselines.methods
-        splits = _subjects(cfg) if needs_data else {}
+        splits = split_of(cfg, runs) if needs_data else {}
         if cfg.probe.enabled:
             encoders = _encoders(runs, list(cfg.data.modalities), seed, bool(cfg.probe.random_encoder))
             if encoders:
@@ -290,15 +247,19 @@ def run(cfg: DictConfig) -> Path:
                 results.update(
                     measure_transfer(
                         encoders, splits["train"][:n], splits["test"][:n], list(cfg.probe.regions),
-                        int(cfg.probe.voxels_per_subject), seed=seed, probe=str(cfg.probe.probe),
+                        int(cfg.probe.voxels_per_subject), seed=seed, probe=str(cfg.probe.probe), n_boot=n_boot,
+                        n_null=int(cfg.probe.get("n_null", 100)),
                     )
                 )  # fmt: skip
         if cfg.baselines.methods:
-            test = splits["test"][: cfg.baselines.max_subjects or None]
-            per_method = baseline_rows(test, list(cfg.baselines.methods), list(cfg.baselines.stages), classes, seed)
+            settings = BaselineSettings.from_config(cfg.baselines)
+            recorded = {str(r.stage): r.sidecar["stage_config"] for r in runs if r.sidecar.get("stage_config")}
+            rois = stage_rois(recorded, settings.stages)
+            per_method, setup = baseline_rows(splits["test"], splits["val"], rois, classes, settings, seed)
             results["baselines"] = {
                 m: segmentation_summary(r, n_boot=n_boot, seed=seed) for m, r in per_method.items() if r
             }
+            results["baselines_setup"] = setup
         group, group_figures = group_analysis(runs, cfg)
         results["group_analysis"], results["group_excluded"] = group["rows"], group["excluded"]
         results["group_source"] = group.get("source")

@@ -139,7 +139,32 @@ def learning_curves_png(curves: Sequence[Mapping[str, Any]], ylabel: str = "brai
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(title="initialisation", fontsize=8)
-    ax.set_title("Label efficiency (bands: 95% bootstrap CI over test subjects)")
+    ax.set_title("Label efficiency (bands: 95% CI over subjects and seeds)")
+    return _png(fig)
+
+
+def training_curves_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """Training loss and training-subject Dice against step, one line per arm (dashed: not converged).
+
+    Args:
+        curves: ``results["training_curves"]`` (:func:`evaluation.design.training_curves`).
+    """
+    if not curves:
+        raise ValueError("no training curve to draw")
+    fig = Figure(figsize=(10.0, 3.8))
+    loss_ax, dice_ax = fig.subplots(1, 2)
+    for label, c in curves.items():
+        style = "-" if c.get("converged") is not False else "--"
+        loss = np.asarray(c.get("loss") or [], float).reshape(-1, 2)
+        (line,) = loss_ax.plot(loss[:, 0], loss[:, 1], style, label=label, linewidth=1.2)
+        dice = np.asarray(c.get("train_dice") or [], float).reshape(-1, 2)
+        dice_ax.plot(dice[:, 0], dice[:, 1], style, marker="o", color=line.get_color(), label=label)
+    loss_ax.set_yscale("log")
+    loss_ax.set(xlabel="optimiser step", ylabel="training loss (bin means)", title="Training loss")
+    dice_ax.set(xlabel="optimiser step", ylabel="Dice on its labelled training subjects", title="Training-subject Dice")
+    for ax in (loss_ax, dice_ax):
+        ax.grid(alpha=0.3)
+    dice_ax.legend(fontsize=7, title="dashed: not converged", title_fontsize=7)
     return _png(fig)
 
 
@@ -253,4 +278,6 @@ def figures_from_results(results: Mapping[str, Any]) -> dict[str, bytes]:
         out["shift"] = similarity_png(results["shift"], "domain shift (balanced accuracy)")
     if results.get("learning_curves"):
         out["learning_curves"] = learning_curves_png(results["learning_curves"])
+    if results.get("training_curves"):
+        out["training_curves"] = training_curves_png(results["training_curves"])
     return out

@@ -22,6 +22,7 @@ from typing import Any
 
 from evaluation.captions import caption, flatten, run_summary
 from evaluation.learning_curves import best_init_per_k
+from evaluation.report_design import convergence_section, design_section
 from evaluation.report_html import ci, details, duration, e, missing, num, pval, section, table
 from evaluation.report_sections import compute_section, group_section, similarity_section, transfer_section
 from evaluation.results_file import RESULTS_FILE, to_jsonable, write_results
@@ -30,7 +31,13 @@ from ssl_pretrain.atomic import write_text_atomic
 __all__ = ["REPORT_FILE", "build_report", "is_simulated", "render_html", "run_summary"]
 
 REPORT_FILE = "report.html"
-SECTION_OF = {"transfer_matrix": "transfer", "cka": "similarity", "shift": "similarity", "learning_curves": "curves"}
+SECTION_OF = {
+    "transfer_matrix": "transfer",
+    "cka": "similarity",
+    "shift": "similarity",
+    "learning_curves": "curves",
+    "training_curves": "convergence",
+}
 
 
 def is_simulated(results: Mapping[str, Any]) -> bool:
@@ -44,8 +51,15 @@ def _supported(ci95: Any, p: Any) -> bool:
     return bool(ci95) and None not in ci95 and (ci95[0] > 0 or ci95[1] < 0) and p is not None and p < 0.05
 
 
+def _unranked(b: Mapping[str, Any]) -> str:
+    names = b.get("unranked") or []
+    return f" Not ranked (not converged): {e(', '.join(names))}." if names else ""
+
+
 def _verdict(b: Mapping[str, Any], cost: Mapping[str, Any]) -> str:
     """One sentence on the best initialisation at one k."""
+    if b.get("best") is None:
+        return f"k = {e(b['k'])}: no initialisation converged, so none is ranked.{_unranked(b)}"
     text = f"k = {e(b['k'])}: <b>{e(b['best'])}</b> reaches Dice {num(b.get('dice_mean'))}{ci(b.get('ci95'))}"
     if b.get("runner_up") is not None and b.get("delta") is not None:
         bounds, p = b.get("delta_ci95") or [None, None], b.get("p_holm")
@@ -59,7 +73,7 @@ def _verdict(b: Mapping[str, Any], cost: Mapping[str, Any]) -> str:
     seconds = b.get("compute_seconds", (cost.get(str(b["best"])) or {}).get("seconds"))
     if seconds is not None:
         text += f". It cost {duration(seconds)} of compute"
-    return text + "."
+    return text + "." + _unranked(b)
 
 
 def _best(results: Mapping[str, Any]) -> str:
@@ -76,7 +90,7 @@ def _best(results: Mapping[str, Any]) -> str:
         rows.append(
             [
                 e(b["k"]),
-                f"<b>{e(b['best'])}</b>",
+                f"<b>{e(b['best'])}</b>" if b.get("best") is not None else "none converged",
                 num(b.get("dice_mean")) + ci(b.get("ci95")),
                 num(None if frac is None else 100 * frac, 1) + ("%" if frac is not None else ""),
                 e(b.get("runner_up") or "–"),
@@ -97,6 +111,10 @@ def _best(results: Mapping[str, Any]) -> str:
     return section("best-per-k", title, body + table(header, rows))
 
 
+def _converged(flag: Any) -> str:
+    return {True: "yes", False: "<b style='color:#b00'>no</b>"}.get(flag, "–")
+
+
 def _curves(results: Mapping[str, Any], figs: str) -> str:
     curves = results.get("learning_curves") or []
     if not curves:
@@ -106,16 +124,22 @@ def _curves(results: Mapping[str, Any], figs: str) -> str:
             e(c["init"]),
             e(c["k"]),
             num(c.get("dice_mean")) + ci(c.get("ci95")),
+            num(c.get("between_seed_sd")),
             " · ".join(f"{e(k)} {num(v.get('dice'))}" for k, v in (c.get("per_class") or {}).items()) or "–",
             num(c.get("fraction_of_full")) + ci(c.get("fraction_ci95")),
-            num(c.get("n_seeds")),
+            f"{num(c.get('n_seeds'))}"
+            + (f" × {num(c['n_pretrain_seeds'])}" if c.get("n_pretrain_seeds", 1) > 1 else ""),
             num(c.get("n_subjects")),
+            _converged(c.get("converged")),
         ]
         for c in curves
     ]
-    header = ["initialisation", "k", "mean Dice [95% CI]", "Dice per class", "fraction of full-label Dice [95% CI]"]
-    header += ["seeds", "test subjects"]
-    return section("learning-curves", "Label efficiency", figs + details("Numbers", table(header, rows)))
+    header = ["initialisation", "k", "mean Dice [95% CI]", "between-seed SD", "Dice per class"]
+    header += ["fraction of full-label Dice [95% CI]", "seeds (× pretraining)", "test subjects", "converged"]
+    body = "<p>k = 0 is zero-shot transfer: the source stage's own segmentation head on the brainstem, before any "
+    body += "brainstem label. Intervals resample test subjects, training seeds (which also drew the labelled "
+    body += "subjects) and pretraining seeds; the between-seed SD shows how much one training run varies.</p>"
+    return section("learning-curves", "Label efficiency", body + figs + details("Numbers", table(header, rows)))
 
 
 def _holm_note(comps: list[Mapping[str, Any]]) -> str:
@@ -174,8 +198,14 @@ def _segmentation(results: Mapping[str, Any]) -> str:
     body = "<p>Dice overlap with the reference labels inside each region (1 = perfect), over test subjects, for the "
     body += "models trained with every labelled subject (k = all), pooled over their initialisations and seeds (each "
     body += "initialisation's own Dice at k = all is in Label efficiency), beside classical tissue classifiers that "
-    body += "use no training labels.</p>"
-    return section("segmentation", title, body + table(header, rows))
+    body += "use no training labels: <code>all_wm</code> calls every brain voxel WM (the trivial floor: inside the "
+    body += "mostly-white brainstem it already scores a high WM Dice, and 0 for GM)"
+    setup = results.get("baselines_setup") or {}
+    if setup:
+        body += f". GMM and HMRF ran after {e(setup.get('bias_correction') or 'no')} bias-field correction"
+        if setup.get("hmrf_beta") is not None:
+            body += f"; HMRF's β = {num(setup['hmrf_beta'], 2)} was chosen on {e(setup.get('tuned_on') or 'a default')}"
+    return section("segmentation", title, body + ".</p>" + table(header, rows))
 
 
 # Settings of the evaluation itself shown in "What was run" (the full config is in results.json).
@@ -220,6 +250,8 @@ th{background:#f0f0f0}figure{margin:1em 0}img{max-width:100%}figcaption{font-siz
 summary{cursor:pointer;color:#2a5d8f}nav{font-size:.9em}.tw{overflow-x:auto;max-width:100%}"""
 ORDER = [
     ("best-per-k", "Which initialisation is best"),
+    ("design", "Design"),
+    ("convergence", "Convergence"),
     ("learning-curves", "Label efficiency"),
     ("comparisons", "Paired comparisons"),
     ("compute", "Compute"),
@@ -232,8 +264,10 @@ ORDER = [
     ("reading-notes", "How to read"),
 ]
 NOTES = (
-    "<ul><li>Intervals are 95% bootstrap confidence intervals over test subjects (seeds averaged per subject "
-    "first); a difference whose interval contains 0 is not shown by these data.</li>"
+    "<ul><li>Learning-curve and comparison intervals are 95% hierarchical bootstrap intervals over test subjects, "
+    "training seeds and pretraining seeds; segmentation and baseline intervals are BCa intervals over test "
+    "subjects. A difference whose interval contains 0 is not shown by these data. With about a dozen test "
+    "subjects any bootstrap interval is somewhat too narrow (about 90 % coverage for a nominal 95 %).</li>"
     "<li>p-values from many comparisons are Holm-corrected; read the corrected column.</li>"
     "<li>Dice is NaN (left out of means) for a class absent from both prediction and reference in a region, and 0 "
     "when absent from only one; HD95 is then undefined (both absent) or infinite (one absent).</li>"
@@ -268,6 +302,8 @@ def render_html(
         )
     parts = [
         _best(results),
+        design_section(results),
+        convergence_section(results, placed.get("convergence", "")),
         _curves(results, placed.get("curves", "")),
         _comparisons(results),
         compute_section(results),

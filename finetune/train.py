@@ -131,8 +131,9 @@ def model_sidecar(
     }
 
 
-def _datamodules(cfg: DictConfig) -> tuple[BrainDataModule, list[str]]:
-    """The stage's data module restricted to the ``labels.k`` chosen training subjects, and their keys.
+def _datamodules(cfg: DictConfig) -> tuple[BrainDataModule, list[str], list[str]]:
+    """The stage's data module restricted to the ``labels.k`` chosen training subjects, their keys, and the keys
+    of every labelled subject of the train split (the candidates they were chosen from).
 
     With ``labels.k=0`` no subject is chosen and the module of every labelled subject is returned (only its
     test subjects are used).
@@ -156,7 +157,7 @@ def _datamodules(cfg: DictConfig) -> tuple[BrainDataModule, list[str]]:
         len(dm.val_subjects),
         len(dm.test_subjects),
     )
-    return dm, chosen
+    return dm, chosen, [key for key, _ in candidates]
 
 
 def optim_config(cfg: DictConfig) -> DictConfig:
@@ -196,6 +197,7 @@ def _write_outputs(
     selected: tuple[str, float | None],
     steps: int,
     convergence: dict[str, Any] | None,
+    train_split: list[str],
 ) -> None:
     """Score the test subjects and write model.pt/json, metrics.csv, overlays.png and summary.json."""
     roi, policy = module.roi, module.policy
@@ -220,7 +222,12 @@ def _write_outputs(
         summary[f"test_dice_{cls}"] = mean_dice(rows, (cls,))
     if convergence is not None:
         summary["converged"] = convergence["converged"]
-    extra = {"result": summary, "optim": OmegaConf.to_container(optim, resolve=True), "convergence": convergence}
+    extra = {
+        "result": summary,
+        "optim": OmegaConf.to_container(optim, resolve=True),
+        "convergence": convergence,
+        "train_subjects": train_split,
+    }
     meta = model_sidecar(cfg, dm, chosen, init_info, selection, extra)
     save_weights(module.net.cpu(), out / MODEL_FILE, meta)
     if rows:
@@ -286,7 +293,7 @@ def run(cfg: DictConfig) -> Path:
     with run_context(cfg, "finetune") as out:
         seed_everything(int(cfg.seed), deterministic=cfg.trainer.get("deterministic") is True)
         roi = stage_roi(cfg)
-        dm, chosen = _datamodules(cfg)
+        dm, chosen, train_split = _datamodules(cfg)
         net = build_segmentation_net(cfg.model, len(dm.modalities), N_CLASSES, policy)
         init_info = initialise(net, cfg.get("init"), dm.modalities)
         layout = resolve_memory_format(
@@ -317,5 +324,7 @@ def run(cfg: DictConfig) -> Path:
             trainer, selected, verdict = _train(cfg, out, module, dm, selection)
             steps, writes = int(trainer.global_step), trainer.is_global_zero
         if writes:
-            _write_outputs(cfg, out, module, dm, chosen, init_info, optim, selection, selected, steps, verdict)
+            _write_outputs(
+                cfg, out, module, dm, chosen, init_info, optim, selection, selected, steps, verdict, train_split
+            )
     return out

@@ -169,6 +169,7 @@ def test_an_encoder_learning_rate_scale_that_is_not_a_number_in_0_1_is_refused(v
     with pytest.raises(ConfigError, match=r"optim\.encoder_lr_scale"):
         train.optim_config(cfg)
 
+
 def test_selection_on_validation_subjects_counts_them(tmp_path, cohort):
     out = train.run(
         _cfg(tmp_path, cohort, "val", "stage=brainstem", "labels.k=1", "finetune.selection=val", "eval.hd95=false")
