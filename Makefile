@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= data/demo
 
-.PHONY: install demo study test lint bench clean
+.PHONY: install demo study study-sweep test lint bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 # report's path. Finished stages are reused on a re-run. ARGS passes Hydra overrides, e.g. ARGS=preset=full.
 study: $(STAMP)
 	$(BIN)/bssl study data.root=$(DATA) $(ARGS)
+
+# The same study once per value of the deciding demo knob, each on its own simulated cohort, then one sweep report
+# (benefit of each initialisation over scratch and scratch_matched against the knob) in runs/study/multirun/<time>/.
+SWEEP ?= 0.25,0.5,1.0
+study-sweep: $(STAMP)
+	$(BIN)/bssl study -m demo.brainstem_contrast=$(SWEEP) 'data.root=$(DATA)-c$${demo.brainstem_contrast}' $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/bssl demo-data data.root=$(DATA)

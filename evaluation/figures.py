@@ -23,7 +23,7 @@ Matrix = Mapping[str, Mapping[str, float]]
 TISSUE_COLOURS = {1: "#3b8bd9", 2: "#e8833a", 3: "#f2f2a0"}  # CSF blue, GM orange, WM pale yellow
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
@@ -86,7 +86,7 @@ def matrices_png(
             ax.set_ylabel(row_label)
     fig.colorbar(images[0], ax=list(axes), label=colour_label, shrink=0.85)
     fig.suptitle(title)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def transfer_matrix_png(transfer: Mapping[str, Matrix], score_label: str = "balanced accuracy") -> bytes:
@@ -140,7 +140,7 @@ def learning_curves_png(curves: Sequence[Mapping[str, Any]], ylabel: str = "brai
     ax.grid(alpha=0.3)
     ax.legend(title="initialisation", fontsize=8)
     ax.set_title("Label efficiency (bands: 95% CI over subjects and seeds)")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def training_curves_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes:
@@ -165,7 +165,7 @@ def training_curves_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes:
     for ax in (loss_ax, dice_ax):
         ax.grid(alpha=0.3)
     dice_ax.legend(fontsize=7, title="dashed: not converged", title_fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def group_png(
@@ -200,7 +200,7 @@ def group_png(
         ax.grid(axis="y", alpha=0.3)
     if ylabel:
         axes[0].set_ylabel(ylabel)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -251,7 +251,7 @@ def overlay_png(
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def centre_slices(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -21,13 +21,14 @@ Hypotheses come from ``configs/experiment/<name>.yaml`` (:mod:`evaluation.hypoth
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from evaluation.hypotheses import Hypothesis, hypotheses, source_label
 from evaluation.stages import Stage, compose_stage, run_stage
@@ -45,17 +46,53 @@ TRAINING = ("pretrain", "source", "target")  # stages that get study.overrides.c
 SourceKey = tuple[str | None, int | None, tuple[str, ...]]  # (method, pretraining seed, stages so far)
 
 
+def _managed(root: str) -> bool:
+    """Whether ``data.root`` is where the study keeps simulated cohorts: ``data/demo`` or ``data/demo-<name>``."""
+    name = root.rstrip("/")
+    return name == DEFAULT_DEMO_ROOT or name.startswith(f"{DEFAULT_DEMO_ROOT}-")
+
+
+def check_demo_settings(cfg: DictConfig) -> None:
+    """Refuse a simulated cohort in a study-managed ``data.root`` that was simulated with other ``demo.*`` settings.
+
+    Without this a sweep over ``demo.brainstem_contrast`` (or a changed default) would silently reuse the cohort
+    of another setting. Roots the user gave (not ``data/demo*``) are the user's data: not checked.
+
+    Raises:
+        ConfigError: naming the first differing ``demo.*`` key, both values and what to do.
+    """
+    root = Path(str(cfg.data.root))
+    effects = root / "derivatives" / "simulation" / "effects.json"
+    if not _managed(str(cfg.data.root)) or str(cfg.study.simulate_demo).lower() == "false" or not effects.is_file():
+        return
+    recorded = json.loads(effects.read_text()).get("settings") or {}
+    wanted = cast(dict[str, Any], OmegaConf.to_container(cfg.demo, resolve=True))
+    for key, value in wanted.items():
+        if key not in recorded or recorded[key] != value:
+            had = f"with demo.{key}={recorded[key]!r}" if key in recorded else f"without demo.{key}"
+            raise ConfigError(
+                f"demo.{key}",
+                f"{root} holds a demo cohort simulated {had}, not {value!r}: give this study its own data.root "
+                f"(e.g. {DEFAULT_DEMO_ROOT}-<name>, simulated on first use) or remove {root}",
+            )
+
+
 def needs_demo(cfg: DictConfig) -> bool:
     """Whether the study should simulate the demo cohort into ``data.root`` first (``study.simulate_demo``).
 
+    ``auto`` simulates into a missing ``data/demo`` or ``data/demo-<name>`` (so a sweep over ``demo.*`` keeps one
+    cohort per setting, e.g. ``data.root='data/demo-c${demo.brainstem_contrast}'``); ``true`` into any missing root.
+
     Raises:
         DataError: ``data.root`` is missing and the study may not simulate there.
+        ConfigError: a study-managed cohort was simulated with other settings (:func:`check_demo_settings`).
     """
     root = Path(str(cfg.data.root))
     if cfg.data.get("manifest") or (root.is_dir() and any(root.iterdir())):
+        check_demo_settings(cfg)
         return False
     mode = str(cfg.study.simulate_demo).lower()
-    if mode == "true" or (mode == "auto" and str(cfg.data.root).rstrip("/") == DEFAULT_DEMO_ROOT):
+    if mode == "true" or (mode == "auto" and _managed(str(cfg.data.root))):
         return True
     what = "give a BIDS dataset (data.root=DIR), or set study.simulate_demo=true for the simulated cohort"
     raise DataError(root, f"does not exist or is empty: {what}")
