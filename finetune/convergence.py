@@ -1,25 +1,23 @@
-"""Did a fine-tuning run converge? A plateau test on its own training curve (DESIGN §10 rule 3).
+"""Did a fine-tuning run converge? A plateau test on its own training data (DESIGN §10 rule 3).
 
-Two curves are recorded while a run trains, neither of which needs a held-out label:
+Measured while a run trains, at ``checkpoints`` evenly spaced steps (1/5, 2/5, …, 5/5 of training by
+default), without any held-out label:
 
-* the training loss of every optimiser step;
-* the ROI Dice (mean of GM and WM) on the run's own labelled training subjects (at most
-  ``max_subjects`` of them, the first in selection order), predicted like test subjects — whole ROI,
-  sliding window, no augmentation — at ``checkpoints`` evenly spaced steps (1/5, 2/5, …, 5/5 of training
-  by default).
+* the **fixed-patch loss**: the stage's loss on a fixed set of ``fixed_patches`` unaugmented patches of the
+  run's own labelled training subjects (drawn once, the same at every checkpoint). The per-step training
+  loss is recorded too, for the curves, but not tested: at two patches per step it varies by tens of
+  percent from one step to the next, so its trend over a fifth of a short run says nothing at a 2 %
+  threshold, while the fixed-patch loss changes only when the weights do;
+* the ROI **Dice** (mean of GM and WM) on the run's labelled training subjects (at most ``max_subjects``
+  of them, the first in selection order), predicted like test subjects — whole ROI, sliding window.
 
-The test (``finetune.convergence``): over the last ``window`` of training (a fifth),
-
-* the loss falls by less than ``max_loss_fall`` (2 %) of its level: the fall is ``-slope · span / median``
-  of the window's per-step losses, with the robust Theil–Sen slope (Sen 1968) so that a few hard patches do
-  not decide it;
-* the training-subject Dice gains less than ``max_dice_gain`` (0.01) from the checkpoint at the window's
-  start to the last one.
-
-A run passes when both hold. Under a decaying learning rate the last fifth trains slowly, so passing says
-"no longer improving at the end of this schedule", not "no better weights exist"; a run that fails is
-still improving and is flagged, never ranked silently. The monitor's state (both curves) is saved in
-Lightning checkpoints, so a resumed run is judged on its whole curve.
+The test (``finetune.convergence``): from the checkpoint that starts the last ``window`` of training (a
+fifth) to the last one, the fixed-patch loss falls by less than ``max_loss_fall`` (2 %) and the
+training-subject Dice gains less than ``max_dice_gain`` (0.01). A run passes when both hold. Under a
+decaying learning rate the last fifth trains slowly, so passing says "no longer improving at the end of
+this schedule", not "no better weights exist"; a run that fails is still improving and is flagged, never
+ranked silently. The monitor's state (every curve) is saved in Lightning checkpoints, so a resumed run is
+judged on its whole history.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.errors import ConfigError
 
 DiceOf = Callable[[L.LightningModule, CachedSubject], float]
+LossOf = Callable[[L.LightningModule], float]
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,7 @@ class ConvergenceRule:
     max_dice_gain: float = 0.01
     checkpoints: int = 5
     max_subjects: int = 8
+    fixed_patches: int = 32
 
     @classmethod
     def from_config(cls, cfg: Any) -> ConvergenceRule:
@@ -66,13 +66,14 @@ class ConvergenceRule:
             max_dice_gain=float(values["max_dice_gain"]),
             checkpoints=int(values["checkpoints"]),
             max_subjects=int(values["max_subjects"]),
+            fixed_patches=int(values["fixed_patches"]),
         )
         if not 0.0 < rule.window < 1.0:
             raise ConfigError("finetune.convergence.window", f"expected a fraction in (0, 1), got {rule.window}")
         if rule.max_loss_fall < 0 or rule.max_dice_gain < 0:
             raise ConfigError("finetune.convergence", "max_loss_fall and max_dice_gain must be >= 0")
-        if rule.checkpoints < 2 or rule.max_subjects < 1:
-            raise ConfigError("finetune.convergence", "checkpoints must be >= 2 and max_subjects >= 1")
+        if rule.checkpoints < 2 or rule.max_subjects < 1 or rule.fixed_patches < 1:
+            raise ConfigError("finetune.convergence", "checkpoints must be >= 2, max_subjects and fixed_patches >= 1")
         return rule
 
     def dice_steps(self, total_steps: int) -> list[int]:
@@ -90,10 +91,10 @@ class ConvergenceRule:
 
 
 def loss_fall(steps: Sequence[int], losses: Sequence[float]) -> float:
-    """Relative fall of the loss over ``steps`` (positive = falling): ``-slope · span / median``.
+    """Relative fall of a per-step loss over ``steps`` (positive = falling): ``-slope · span / median``.
 
     The slope is the Theil–Sen estimate (``scipy.stats.theilslopes``); NaN with fewer than 3 finite points
-    or a non-positive median.
+    or a non-positive median. Used to describe the noisy per-step curve, not to test it.
     """
     x, y = np.asarray(steps, float), np.asarray(losses, float)
     ok = np.isfinite(y)
@@ -104,24 +105,37 @@ def loss_fall(steps: Sequence[int], losses: Sequence[float]) -> float:
     return float(-slope * (x.max() - x.min()) / np.median(y))
 
 
-def judge(rule: ConvergenceRule, losses: Sequence[tuple[int, float]], dice: Sequence[tuple[int, float]], total: int):
+def _between(curve: Sequence[tuple[int, float]], start: int, end: int) -> tuple[float, float]:
+    at = dict(curve)
+    return (at[start], at[end]) if start in at and end in at else (float("nan"), float("nan"))
+
+
+def judge(
+    rule: ConvergenceRule,
+    fixed_loss: Sequence[tuple[int, float]],
+    dice: Sequence[tuple[int, float]],
+    total: int,
+    step_losses: Sequence[tuple[int, float]] = (),
+) -> dict[str, Any]:
     """The test's verdict on recorded curves.
 
     Args:
         rule: the settings.
-        losses: ``(step, loss)`` of every optimiser step.
+        fixed_loss: ``(step, fixed-patch loss)`` at the checkpoints.
         dice: ``(step, training-subject Dice)`` at the checkpoints.
         total: the run's planned steps.
+        step_losses: ``(step, loss)`` of every optimiser step (described, not tested).
 
     Returns:
-        ``{"converged", "loss_fall", "train_dice_gain", "window_start", ...}``; ``converged`` is ``False``
-        when a quantity cannot be computed (a run that stopped early, a NaN loss).
+        ``{"converged", "loss_fall", "train_dice_gain", "step_loss_fall", "window_start", ...}``;
+        ``converged`` is ``False`` when a quantity cannot be computed (a run that stopped early, a NaN loss).
     """
     start = rule.window_start(total)
-    window = [(s, v) for s, v in losses if s >= start]
-    fall = loss_fall([s for s, _ in window], [v for _, v in window]) if window else float("nan")
-    at = dict(dice)
-    gain = float(at[total] - at[start]) if start in at and total in at else float("nan")
+    before, after = _between(fixed_loss, start, total)
+    fall = float((before - after) / before) if before > 0 else float("nan")
+    first, last = _between(dice, start, total)
+    gain = float(last - first)
+    window = [(s, v) for s, v in step_losses if s >= start]
     converged = bool(
         np.isfinite(fall) and np.isfinite(gain) and fall < rule.max_loss_fall and gain < rule.max_dice_gain
     )
@@ -129,36 +143,45 @@ def judge(rule: ConvergenceRule, losses: Sequence[tuple[int, float]], dice: Sequ
         "converged": converged,
         "loss_fall": fall,
         "train_dice_gain": gain,
+        "step_loss_fall": loss_fall([s for s, _ in window], [v for _, v in window]) if window else float("nan"),
         "window_start": start,
         "steps": total,
         "rule": (
-            f"over the last {rule.window:.0%} of training (steps {start}-{total}) the loss falls by less than "
-            f"{rule.max_loss_fall:.0%} and the Dice on the labelled training subjects gains less than "
-            f"{rule.max_dice_gain:g}"
+            f"from step {start} to step {total} (the last {rule.window:.0%} of training) the loss on "
+            f"{rule.fixed_patches} fixed training patches falls by less than {rule.max_loss_fall:.0%} and the "
+            f"Dice on the labelled training subjects gains less than {rule.max_dice_gain:g}"
         ),
         **asdict(rule),
     }
 
 
 class ConvergenceMonitor(Callback):
-    """Records the training loss of every step and the training-subject Dice at the rule's checkpoints.
+    """Records the training loss of every step, and the fixed-patch loss and training-subject Dice at the
+    rule's checkpoints.
 
     Args:
         rule: the settings.
         subjects: the run's labelled training subjects (the first ``rule.max_subjects`` are scored).
         dice_of: ``(module, subject) -> ROI Dice`` (mean of GM and WM) of one subject.
+        loss_of: ``module -> loss`` on the run's fixed training patches.
         total_steps: the run's planned optimiser steps.
     """
 
     def __init__(
-        self, rule: ConvergenceRule, subjects: Sequence[CachedSubject], dice_of: DiceOf, total_steps: int
+        self,
+        rule: ConvergenceRule,
+        subjects: Sequence[CachedSubject],
+        dice_of: DiceOf,
+        loss_of: LossOf,
+        total_steps: int,
     ) -> None:
         self.rule = rule
         self.subjects = list(subjects)[: rule.max_subjects]
-        self.dice_of = dice_of
+        self.dice_of, self.loss_of = dice_of, loss_of
         self.total = int(total_steps)
         self.targets = rule.dice_steps(self.total)
         self.losses: list[tuple[int, float]] = []
+        self.fixed_loss: list[tuple[int, float]] = []
         self.dice: list[tuple[int, float]] = []
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int):
@@ -167,6 +190,7 @@ class ConvergenceMonitor(Callback):
         if loss is not None and (not self.losses or self.losses[-1][0] != step):
             self.losses.append((step, float(loss.detach())))
         if step in self.targets and all(s != step for s, _ in self.dice):
+            self.fixed_loss.append((step, float(self.loss_of(pl_module))))
             self.dice.append((step, self.train_dice(pl_module)))
 
     def train_dice(self, module: L.LightningModule) -> float:
@@ -176,18 +200,20 @@ class ConvergenceMonitor(Callback):
         return float(np.mean(finite)) if finite else float("nan")
 
     def summary(self) -> dict[str, Any]:
-        """The ``convergence`` entry of ``model.json``: the verdict plus both curves."""
-        verdict = judge(self.rule, self.losses, self.dice, self.total)
+        """The ``convergence`` entry of ``model.json``: the verdict plus every curve."""
+        verdict = judge(self.rule, self.fixed_loss, self.dice, self.total, self.losses)
         return {
             **verdict,
             "train_subjects": [s.key for s in self.subjects],
             "train_dice": [[s, v] for s, v in self.dice],
+            "fixed_patch_loss": [[s, v] for s, v in self.fixed_loss],
             "loss": [[s, v] for s, v in self.losses],
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"losses": list(self.losses), "dice": list(self.dice)}
+        return {"losses": list(self.losses), "fixed_loss": list(self.fixed_loss), "dice": list(self.dice)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.losses = [(int(s), float(v)) for s, v in state_dict.get("losses", [])]
+        self.fixed_loss = [(int(s), float(v)) for s, v in state_dict.get("fixed_loss", [])]
         self.dice = [(int(s), float(v)) for s, v in state_dict.get("dice", [])]

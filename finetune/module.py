@@ -134,6 +134,27 @@ class SegmentationModule(L.LightningModule):
             if np.isfinite(m[f"dice_{cls}"]):
                 self.log(f"val/dice_{cls}", m[f"dice_{cls}"], batch_size=1, sync_dist=True)
 
+    @torch.no_grad()
+    def fixed_patch_loss(self, items: Sequence[dict[str, Any]], batch_size: int = 4) -> float:
+        """The stage's loss on fixed patches (unaugmented items of a :class:`PatchDataset`), in eval mode.
+
+        A deterministic function of the weights (the convergence test's loss; :mod:`finetune.convergence`).
+        """
+        was_training = self.net.training
+        self.net.eval()
+        values = []
+        try:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                image = torch.stack([it[B.IMAGE] for it in chunk]).to(self.device)
+                tissue = torch.stack([it[B.TISSUE] for it in chunk]).to(self.device)
+                regions = torch.stack([it[B.REGIONS] for it in chunk]).to(self.device)
+                logits = self.net(image)
+                values.append(float(self.loss_fn(logits.float(), tissue, self.roi.patch_mask(regions))))
+        finally:
+            self.train(was_training)  # re-applies the policy (a frozen encoder stays in eval mode)
+        return float(np.mean(values)) if values else float("nan")
+
     def configure_optimizers(self) -> Any:
         groups = param_groups(self.net, self.policy, self.optim_cfg)
         return build_optimizer(groups, self.optim_cfg, self.total_steps)

@@ -49,6 +49,7 @@ from ssl_pretrain.data.cache import preprocessing_settings
 from ssl_pretrain.data.datamodule import BrainDataModule
 from ssl_pretrain.data.grid import parse_patch_size, parse_spacing
 from ssl_pretrain.data.labels import TISSUE_CLASSES
+from ssl_pretrain.data.sampler import PatchDataset
 from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.models.checkpoint import save_weights
 from ssl_pretrain.run_dir import run_context, write_json_atomic
@@ -62,6 +63,7 @@ OVERLAYS_FILE = "overlays.png"
 SUMMARY_FILE = "summary.json"
 N_CLASSES = len(TISSUE_CLASSES)
 TRAIN_LOG_DIR = "train_log"  # Lightning's per-step training curves (its own metrics.csv)
+FIXED_PATCH_SEED = 7919  # offsets the run seed for the convergence test's fixed training patches
 
 
 def stage_roi(cfg: DictConfig) -> StageROI:
@@ -256,11 +258,19 @@ def _train(
 ) -> tuple[L.Trainer, tuple[str, float | None], dict[str, Any]]:
     """Fit ``module`` on the chosen subjects; returns the trainer, the weights kept and the convergence verdict."""
     rule = ConvergenceRule.from_config(cfg.finetune.get("convergence"))
+    patches = PatchDataset(
+        dm.train_subjects, dm.patch_size, roi=dm.roi, roi_fraction=dm.roi_fraction, length=rule.fixed_patches,
+        seed=int(cfg.seed) + FIXED_PATCH_SEED,
+    )  # fmt: skip
+    fixed = [patches[i] for i in range(len(patches))]  # unaugmented, all modalities, the same at every checkpoint
 
     def dice_of(pl_module: L.LightningModule, subject: Any) -> float:
         return roi_dice(module.net, subject, module.roi, module.inference, pl_module.device)["dice"]
 
-    monitor = ConvergenceMonitor(rule, dm.train_subjects, dice_of, int(cfg.trainer.max_steps))
+    def loss_of(pl_module: L.LightningModule) -> float:
+        return module.fixed_patch_loss(fixed)
+
+    monitor = ConvergenceMonitor(rule, dm.train_subjects, dice_of, loss_of, int(cfg.trainer.max_steps))
     validates = selection.uses_validation
     val_loader = DataLoader(WholeVolumes(selection.val_subjects), batch_size=None) if validates else None
     trainer = build_trainer(

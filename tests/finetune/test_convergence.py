@@ -25,27 +25,40 @@ def test_loss_fall_ignores_a_few_outlier_steps():
     assert abs(loss_fall(steps, losses)) < 0.02
 
 
-def _curves(total, final_slope, dice_gain):
-    losses = [(s, 0.3 + 1.0 / (1 + 0.05 * s) + final_slope * s) for s in range(1, total + 1)]
+def _curves(total, dice_gain, noise=0.0, seed=0):
+    """A loss ``0.3 + 1 / (1 + 0.05 s)``: per step with optional noise, and at the rule's checkpoints without."""
     rule = ConvergenceRule()
+    rng = np.random.default_rng(seed)
+    curve = lambda s: 0.3 + 1.0 / (1 + 0.05 * s)  # noqa: E731
+    steps = [(s, curve(s) * (1 + noise * rng.normal())) for s in range(1, total + 1)]
+    fixed = [(s, curve(s)) for s in rule.dice_steps(total)]
     dice = [(s, 0.8 + dice_gain * (s >= total)) for s in rule.dice_steps(total)]
-    return rule, losses, dice
+    return rule, fixed, dice, steps
 
 
 def test_a_plateaued_run_converges_and_a_falling_one_does_not():
-    rule, losses, dice = _curves(1000, 0.0, 0.0)
-    verdict = judge(rule, losses, dice, 1000)
+    rule, fixed, dice, steps = _curves(1000, 0.0)
+    verdict = judge(rule, fixed, dice, 1000, steps)
     assert verdict["converged"] and verdict["window_start"] == 800 and 0 <= verdict["loss_fall"] < 0.02
-    rule, losses, dice = _curves(100, 0.0, 0.0)  # 0.3 + 1/(1+0.05 s) still falls ~7 % over steps 80-100
-    assert not judge(rule, losses, dice, 100)["converged"]
-    rule, losses, dice = _curves(1000, 0.0, 0.02)  # loss flat, but training-subject Dice still gains
-    verdict = judge(rule, losses, dice, 1000)
+    rule, fixed, dice, steps = _curves(100, 0.0)  # 0.3 + 1/(1+0.05 s) still falls ~7 % over steps 80-100
+    verdict = judge(rule, fixed, dice, 100, steps)
+    assert not verdict["converged"] and verdict["loss_fall"] == pytest.approx((0.3 + 1 / 5 - 0.3 - 1 / 6) / 0.5)
+    rule, fixed, dice, steps = _curves(1000, 0.02)  # loss flat, but training-subject Dice still gains
+    verdict = judge(rule, fixed, dice, 1000, steps)
     assert not verdict["converged"] and verdict["train_dice_gain"] == pytest.approx(0.02)
 
 
+def test_per_step_noise_does_not_decide_the_verdict():
+    """Two patches per step make the per-step loss vary by tens of percent; the test follows the fixed patches."""
+    for seed in range(5):
+        rule, fixed, dice, steps = _curves(300, 0.0, noise=0.4, seed=seed)
+        verdict = judge(rule, [(s, 0.5) for s, _ in fixed], dice, 300, steps)
+        assert verdict["converged"] and np.isfinite(verdict["step_loss_fall"])
+
+
 def test_a_run_that_stopped_early_is_not_converged():
-    rule, losses, dice = _curves(1000, 0.0, 0.0)
-    assert not judge(rule, losses[:500], dice[:2], 1000)["converged"]  # its last Dice checkpoint is missing
+    rule, fixed, dice, steps = _curves(1000, 0.0)
+    assert not judge(rule, fixed[:2], dice[:2], 1000, steps[:500])["converged"]  # its last checkpoint is missing
 
 
 def test_dice_steps_include_the_window_start_and_the_end():
@@ -54,7 +67,15 @@ def test_dice_steps_include_the_window_start_and_the_end():
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("window", 1.0), ("max_loss_fall", -0.1), ("checkpoints", 1), ("max_subjects", 0), ("nope", 1)]
+    ("key", "value"),
+    [
+        ("window", 1.0),
+        ("max_loss_fall", -0.1),
+        ("checkpoints", 1),
+        ("max_subjects", 0),
+        ("fixed_patches", 0),
+        ("nope", 1),
+    ],
 )
 def test_bad_settings_name_their_key(key, value):
     with pytest.raises(ConfigError, match=r"finetune\.convergence"):
@@ -81,14 +102,14 @@ class _Trainer:
 def test_the_monitor_records_every_step_and_resumes_from_its_state():
     rule = ConvergenceRule(checkpoints=2, max_subjects=2)
     a, b, c = _Subject("a"), _Subject("b"), _Subject("c")
-    monitor = ConvergenceMonitor(rule, [a, b, c], lambda module, s: {"a": 0.5, "b": 0.7}[s.key], 10)
+    monitor = ConvergenceMonitor(rule, [a, b, c], lambda module, s: {"a": 0.5, "b": 0.7}[s.key], lambda m: 1.0, 10)
     assert monitor.subjects == [a, b]
     trainer = _Trainer()
     for step in range(1, 7):
         trainer.global_step = step
         monitor.on_train_batch_end(trainer, None, {"loss": _Loss(1.0 / step)}, None, step)
     state = monitor.state_dict()
-    resumed = ConvergenceMonitor(rule, [a, b], lambda module, s: 0.6, 10)
+    resumed = ConvergenceMonitor(rule, [a, b], lambda module, s: 0.6, lambda m: 0.9, 10)
     resumed.load_state_dict(state)
     for step in range(7, 11):
         trainer.global_step = step
@@ -97,3 +118,4 @@ def test_the_monitor_records_every_step_and_resumes_from_its_state():
     assert [s for s, _ in summary["loss"]] == list(range(1, 11))
     assert summary["train_dice"] == [[5, pytest.approx(0.6)], [8, 0.6], [10, 0.6]]  # step 5 before the resume
     assert summary["train_subjects"] == ["a", "b"]
+    assert summary["fixed_patch_loss"] == [[5, 1.0], [8, 0.9], [10, 0.9]] and summary["loss_fall"] == pytest.approx(0.0)
