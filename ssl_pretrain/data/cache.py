@@ -51,6 +51,7 @@ from omegaconf import DictConfig
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from ssl_pretrain.atomic import dir_mode
 from ssl_pretrain.data import grid
 from ssl_pretrain.data.bids import read_dseg_tsv
 from ssl_pretrain.data.labels import REGION_INDEX, TISSUE_INDEX, canonical_region
@@ -254,7 +255,7 @@ def preprocess_record(record: SubjectRecord, settings: dict[str, Any], cache: Pa
         for stale in cache.glob(f".tmp-{entry.name}-*"):  # left by an interrupted writer (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=cache))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache is readable by the lab
+        tmp.chmod(dir_mode())  # mkdtemp makes it private; the umask decides who shares the cache
         try:
             compute_entry(record, settings, key, hashes, tmp)
             if entry.exists():  # an untrusted (partial or corrupt) entry: move it aside, then drop it
