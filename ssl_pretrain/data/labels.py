@@ -11,9 +11,17 @@ probes and metrics restrict themselves to.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 TISSUE_CLASSES: dict[int, str] = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
 TISSUE_INDEX: dict[str, int] = {name: idx for idx, name in TISSUE_CLASSES.items()}
+# BIDS "Common image-derived labels" (BIDS 1.9, derivatives/imaging): abbreviation and generic index per class,
+# written as the abbreviation / mapping columns of dseg.tsv and as a 4D probseg's LabelMap.
+TISSUE_ABBREVIATIONS: dict[int, str] = {0: "BG", 1: "CSF", 2: "GM", 3: "WM"}
+TISSUE_BIDS_INDEX: dict[int, int] = {0: 0, 1: 3, 2: 1, 3: 2}
+# Display colours (dseg.tsv color column, FSLeyes/ITK-SNAP tables, figures): CSF blue, GM red, WM yellow, chosen
+# to stand out on a grey-scale T1w (FreeSurfer's grey/white-ish tissue colours vanish over one).
+TISSUE_COLOURS: dict[int, str] = {0: "#000000", 1: "#3373ff", 2: "#f24033", 3: "#ffe64d"}
 
 # Canonical region labels written by the demo cohort and used inside the cache.
 REGIONS: dict[int, str] = {
@@ -30,6 +38,24 @@ REGIONS: dict[int, str] = {
     11: "cerebellum",
 }
 REGION_INDEX: dict[str, int] = {name: idx for idx, name in REGIONS.items()}
+# Region display colours: FreeSurferColorLUT.txt where FreeSurfer has the structure (Left-Thalamus 0 118 14,
+# Left-Caudate 122 186 220, Left-Putamen 236 13 176, Left-Pallidum 12 48 255, Brain-Stem 119 159 176,
+# Left-Cerebral-Cortex 205 62 78, Left-Cerebral-White-Matter 245 245 245, Left-Cerebellum-Cortex 230 148 34);
+# midbrain, pons and medulla from ColorBrewer's Dark2 (distinct from the brainstem's grey-blue).
+REGION_COLOURS: dict[int, str] = {
+    0: "#000000",
+    1: "#00760e",
+    2: "#7abadc",
+    3: "#ec0db0",
+    4: "#0c30ff",
+    5: "#779fb0",
+    6: "#d95f02",
+    7: "#7570b3",
+    8: "#1b9e77",
+    9: "#cd3e4e",
+    10: "#f5f5f5",
+    11: "#e69422",
+}
 
 REGION_GROUPS: dict[str, tuple[str, ...]] = {
     "subcortical": ("thalamus", "caudate", "putamen", "pallidum"),
@@ -86,3 +112,24 @@ def region_group_indices(group: str) -> tuple[int, ...]:
     if group not in REGION_GROUPS:
         raise KeyError(f"unknown region group '{group}'; known: {sorted(REGION_GROUPS)}")
     return tuple(REGION_INDEX[name] for name in REGION_GROUPS[group])
+
+
+def hex_to_rgb(colour: str) -> tuple[int, int, int]:
+    """``"#3373ff"`` -> ``(51, 115, 255)``."""
+    value = colour.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def tissue_dseg_tsv() -> str:
+    """The ``dseg.tsv`` of the tissue classes: ``index name abbreviation color mapping`` (BIDS 1.9 columns)."""
+    rows = ["index\tname\tabbreviation\tcolor\tmapping"]
+    for i, name in sorted(TISSUE_CLASSES.items()):
+        rows.append(f"{i}\t{name}\t{TISSUE_ABBREVIATIONS[i]}\t{TISSUE_COLOURS[i]}\t{TISSUE_BIDS_INDEX[i]}")
+    return "\n".join(rows) + "\n"
+
+
+def regions_dseg_tsv(indices: Iterable[int]) -> str:
+    """The ``dseg.tsv`` of the canonical regions ``indices`` (and background): ``index name color``."""
+    rows = ["index\tname\tcolor", f"0\tbackground\t{REGION_COLOURS[0]}"]
+    rows += [f"{i}\t{REGIONS[i]}\t{REGION_COLOURS[i]}" for i in sorted(set(indices) - {0})]
+    return "\n".join(rows) + "\n"
