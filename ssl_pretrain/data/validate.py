@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from ssl_pretrain.data.bids import SKIP_GENERATED_BY, discover, read_dseg_tsv
+from ssl_pretrain.data.bids import LabelRules, discover, read_dseg_tsv
 from ssl_pretrain.data.manifest import SubjectRecord, read_manifest
 from ssl_pretrain.data.nifti import check_header, has_orientation, load_header
 from ssl_pretrain.errors import ConfigError, DataError
@@ -78,8 +78,12 @@ def validate_record(record: SubjectRecord, *, allow_guessed_geometry: bool = Fal
     _check_orientation_codes(oriented, allow_guessed_geometry)
     for desc in ("tissue", "regions"):
         label, table = getattr(record, desc), getattr(record, f"{desc}_tsv")
-        if label is not None and table is None:
-            raise DataError(label, f"no {desc} label table: add a dseg.tsv (columns index, name) beside it")
+        if label is not None and table is None and getattr(record, f"{desc}_scheme") is None:
+            raise DataError(
+                label,
+                f"no {desc} label table: add a dseg.tsv (columns index, name) beside it, or name its label scheme "
+                "with data.labels.scheme (freesurfer | fmriprep)",
+            )
         if table is not None:
             read_dseg_tsv(table)
     for (path_a, box_a), (path_b, box_b) in itertools.combinations(grids, 2):
@@ -173,9 +177,8 @@ def load_records(data_cfg: DictConfig) -> list[SubjectRecord]:
         records = read_manifest(source, modalities, require_group=require_group)
     elif data_cfg.get("root"):
         source = Path(str(data_cfg.root))
-        labels = data_cfg.get("labels") or {}
-        skip = labels.get("skip_generated_by", SKIP_GENERATED_BY)
-        records = discover(source, modalities, require_group=require_group, skip_generated_by=list(skip or []))
+        rules = LabelRules.from_config(data_cfg.get("labels"))
+        records = discover(source, modalities, require_group=require_group, label_rules=rules)
     else:
         raise ConfigError("data.root", "not set: give data.root=<BIDS dir> or data.manifest=<TSV>")
     usable = [r for r in records if r.images]
