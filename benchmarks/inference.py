@@ -78,7 +78,7 @@ def time_predict(
     t0 = time.perf_counter()
     out = predict.run(cfg)
     seconds = time.perf_counter() - t0
-    n = len(list((out / "bssl").glob("sub-*/**/*_desc-tissue_dseg.nii.gz")))
+    n = len(list((out / "bssl").glob("sub-*/**/*_desc-bsslTissue_dseg.nii.gz")))
     return seconds, n
 
 

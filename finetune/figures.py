@@ -2,9 +2,13 @@
 
 One row per test subject; columns: the true tissue and the prediction on a coronal slice, then on an
 axial slice, both through the ROI's centre of mass and zoomed to the ROI (plus a margin). The image is
-the first present modality (normally T1w); CSF is blue, GM red, WM yellow; the ROI outline is green.
-Arrays are on the cache grid, whose axes point Right, Anterior, Superior (shown in neurological
-convention: the subject's right on the right).
+the first present modality (normally T1w); CSF is blue, GM red, WM yellow (the colours of the dseg.tsv
+and viewer tables, :data:`ssl_pretrain.data.labels.TISSUE_COLOURS`); the ROI outline is green.
+
+Panels are drawn with nilearn's plotting (``plot_anat`` + ``add_overlay`` + ``add_contours``) from the
+arrays *and their affine* (the cache grid's), so each panel says where its slice lies in mm (``y=…``,
+``z=…``, world coordinates of the subject's scanner space) and which side is the subject's left and right
+(``L``/``R``, neurological convention as nilearn draws it).
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ from pathlib import Path
 import matplotlib
 
 from ssl_pretrain.atomic import atomic_path
+from ssl_pretrain.data.labels import TISSUE_COLOURS as TISSUE_HEX
+from ssl_pretrain.data.labels import hex_to_rgb
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import nibabel as nib
 import numpy as np
 from matplotlib.colors import ListedColormap
+from nilearn import plotting
 
-TISSUE_COLOURS = ListedColormap([(0, 0, 0, 0), (0.2, 0.45, 1.0, 0.4), (0.95, 0.25, 0.2, 0.4), (1.0, 0.9, 0.3, 0.4)])
+OVERLAY_ALPHA = 0.45
+TISSUE_COLOURS = ListedColormap(
+    [(0, 0, 0, 0)] + [(*(c / 255 for c in hex_to_rgb(TISSUE_HEX[i])), 1.0) for i in (1, 2, 3)]
+)
 
 
 @dataclass
@@ -35,6 +46,8 @@ class OverlayCase:
         pred: predicted tissue classes.
         truth: true tissue classes, or ``None``.
         roi: the ROI (True = inside).
+        affine: the grid's voxel-to-world affine (4x4, mm); ``None`` draws voxel indices as mm (1 mm voxels,
+            RAS axes), so callers should pass the cache grid's.
     """
 
     title: str
@@ -42,6 +55,7 @@ class OverlayCase:
     pred: np.ndarray
     truth: np.ndarray | None
     roi: np.ndarray
+    affine: np.ndarray | None = None
 
 
 def _window(roi: np.ndarray, margin: int = 6) -> tuple[slice, slice, slice]:
@@ -51,18 +65,49 @@ def _window(roi: np.ndarray, margin: int = 6) -> tuple[slice, slice, slice]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))  # type: ignore[return-value]
 
 
-def _panel(ax: plt.Axes, image: np.ndarray, labels: np.ndarray | None, roi: np.ndarray, title: str) -> None:
-    lo, hi = np.percentile(image, [1, 99]) if image.size else (0, 1)
-    ax.imshow(image.T, cmap="gray", origin="lower", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+def _cropped(volume: np.ndarray, box: tuple[slice, slice, slice], affine: np.ndarray) -> nib.Nifti1Image:
+    """``volume[box]`` as an image whose affine keeps its voxels where they were in mm."""
+    shift = np.eye(4)
+    shift[:3, 3] = [b.start for b in box]
+    return nib.Nifti1Image(np.ascontiguousarray(volume[box]), affine @ shift)
+
+
+def _panel(
+    ax: plt.Axes,
+    anat: nib.Nifti1Image,
+    labels: nib.Nifti1Image | None,
+    roi: nib.Nifti1Image,
+    mode: str,
+    cut: float,
+    title: str,
+) -> None:
+    """One slice (``mode`` ``y`` coronal / ``z`` axial at ``cut`` mm) of ``anat`` with ``labels`` and the ROI."""
+    values = np.asarray(anat.dataobj)
+    lo, hi = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
+    display = plotting.plot_anat(
+        anat,
+        display_mode=mode,
+        cut_coords=[cut],
+        axes=ax,
+        annotate=True,
+        draw_cross=False,
+        black_bg=True,
+        colorbar=False,
+        dim=0,
+        vmin=float(lo),
+        vmax=float(hi if hi > lo else lo + 1),
+        title=None,
+    )
     if labels is not None:
-        ax.imshow(labels.T, cmap=TISSUE_COLOURS, vmin=0, vmax=3, origin="lower", interpolation="nearest")
+        display.add_overlay(  # threshold: background (0) stays transparent
+            labels, cmap=TISSUE_COLOURS, vmin=0, vmax=3, transparency=OVERLAY_ALPHA, interpolation="nearest"
+        )
     else:
         ax.text(0.5, 0.5, "no labels", color="w", ha="center", va="center", transform=ax.transAxes)
-    if roi.any() and not roi.all():
-        ax.contour(roi.T.astype(float), levels=[0.5], colors="lime", linewidths=0.8, origin="lower")
+    roi_data = np.asarray(roi.dataobj)
+    if roi_data.any() and not roi_data.all():
+        display.add_contours(roi, levels=[0.5], colors="lime", linewidths=0.8)
     ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def overlay_figure(path: str | Path, cases: Sequence[OverlayCase], suptitle: str = "") -> Path:
@@ -77,35 +122,26 @@ def overlay_figure(path: str | Path, cases: Sequence[OverlayCase], suptitle: str
         raise ValueError("no subjects to draw")
     fig, axes = plt.subplots(len(cases), 4, figsize=(11, 2.9 * len(cases) + 0.6), squeeze=False)
     for row, case in zip(axes, cases, strict=True):
-        sx, sy, sz = _window(case.roi)
+        affine = np.eye(4) if case.affine is None else np.asarray(case.affine, dtype=np.float64)
+        box = _window(case.roi)
         inside = np.argwhere(case.roi)
         centre = np.round(inside.mean(0)).astype(int) if len(inside) else np.array(case.roi.shape) // 2
-        y, z = int(centre[1]), int(centre[2])
-        views = [
-            (
-                case.image[sx, y, sz],
-                None if case.truth is None else case.truth[sx, y, sz],
-                case.pred[sx, y, sz],
-                case.roi[sx, y, sz],
-                f"coronal y={y}",
-            ),
-            (
-                case.image[sx, sy, z],
-                None if case.truth is None else case.truth[sx, sy, z],
-                case.pred[sx, sy, z],
-                case.roi[sx, sy, z],
-                f"axial z={z}",
-            ),
-        ]
-        for col, (img, truth, pred, roi, name) in enumerate(views):
-            _panel(row[2 * col], img, truth, roi, f"truth, {name}")
-            _panel(row[2 * col + 1], img, pred, roi, f"prediction, {name}")
-        row[0].set_ylabel(case.title, fontsize=8)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=TISSUE_COLOURS(i)) for i in (1, 2, 3)]
+        world = affine[:3, :3] @ centre + affine[:3, 3]  # the ROI's centre in mm
+        anat = _cropped(np.asarray(case.image, np.float32), box, affine)
+        roi = _cropped(case.roi.astype(np.uint8), box, affine)
+        pred = _cropped(np.asarray(case.pred, np.uint8), box, affine)
+        truth = None if case.truth is None else _cropped(np.asarray(case.truth, np.uint8), box, affine)
+        for col, (mode, cut, name) in enumerate((("y", world[1], "coronal"), ("z", world[2], "axial"))):
+            _panel(row[2 * col], anat, truth, roi, mode, float(cut), f"truth, {name} {mode}={cut:.0f} mm")
+            _panel(row[2 * col + 1], anat, pred, roi, mode, float(cut), f"prediction, {name} {mode}={cut:.0f} mm")
+        row[0].text(
+            -0.08, 0.5, case.title, fontsize=8, rotation=90, ha="right", va="center", transform=row[0].transAxes
+        )
+    handles = [plt.Rectangle((0, 0), 1, 1, color=TISSUE_COLOURS(i), alpha=OVERLAY_ALPHA) for i in (1, 2, 3)]
     fig.legend(handles, ["CSF", "GM", "WM"], loc="lower center", ncol=3, fontsize=8, frameon=False)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.08, top=0.9 if suptitle else 0.95, wspace=0.04, hspace=0.3)
     path = Path(path)
     try:
         with atomic_path(path, suffix=".png") as tmp:

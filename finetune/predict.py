@@ -4,13 +4,18 @@ For each subject the inputs go through the same preprocessing cache as training,
 model was trained with (modalities, spacing, normalisation: from its ``model.json``); MONAI's
 sliding-window inference predicts tissue probabilities on the cache grid, which are resampled
 (trilinear) to the reference image's native grid and arg-maxed there, so the ``dseg`` has exactly the
-input's shape and affine. Outputs, all inside the run directory (the input dataset is never written):
+input's shape, affine and q/sform codes. Outputs:
 
-- ``bssl/``: a BIDS derivative dataset (see :mod:`finetune.bids_output`) with one
-  ``sub-XX[_ses-YY]_desc-tissue_dseg.nii.gz`` per subject and, with ``predict.save_probabilities=true``,
-  probability maps (``predict.probabilities_per_class=true``: one ``_label-<class>_probseg`` per class);
-- ``volumes.tsv`` (written last, so a run killed part-way has none; re-running the command in the same
-  directory predicts every subject again and removes the temporary files the killed run left):
+- a BIDS derivative dataset (see :mod:`finetune.bids_output`; it passes the BIDS validator and carries
+  colour tables for FSLeyes and ITK-SNAP) with one ``sub-XX[_ses-YY]_desc-bsslTissue_dseg.nii.gz`` per
+  subject and, with ``predict.save_probabilities=true``, probability maps
+  (``predict.probabilities_per_class=true``: one ``_label-<class>_desc-bsslTissue_probseg`` per class).
+  Where it goes is ``predict.output``: ``run`` (default) ``<run dir>/bssl/``; ``in_dataset``
+  ``<data.root>/derivatives/bssl/``, where BIDS tools look for derivatives (label discovery skips it: its
+  ``GeneratedBy`` is brainstem-ssl, and its ``desc-bsslTissue`` never collides with reference labels); or a
+  directory. Nothing outside ``<data.root>/derivatives/`` of the input dataset is ever written;
+- in the run directory, ``volumes.tsv`` (written last, so a run killed part-way has none; re-running the
+  command in the same directory predicts every subject again and removes the temporary files the killed run left):
   CSF/GM/WM volume in mm³ per subject and region (whole brain; subcortical and
   brainstem from the subject's regions map when it has one; midbrain/pons/medulla when labelled),
   measured on the native grid (the regions map is brought there by nearest neighbour). A stage's model
@@ -33,14 +38,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import nibabel as nib
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
-import ssl_pretrain
 from finetune.bids_output import (
     DERIVATIVE_NAME,
+    DatasetLinks,
+    check_derivative_root,
     init_derivative,
     region_volumes,
     write_dseg,
@@ -108,7 +115,9 @@ def _modality_of(path: Path, default: str) -> str:
     return _SUFFIX_MODALITY.get(parsed.suffix, default)
 
 
-def records_from_inputs(inputs: Sequence[Any], modalities: Sequence[str]) -> list[SubjectRecord]:
+def records_from_inputs(
+    inputs: Sequence[Any], modalities: Sequence[str], allow_guessed_geometry: bool = False
+) -> list[SubjectRecord]:
     """Records for ``predict.inputs`` (see the module docstring), validated on their headers.
 
     Raises:
@@ -135,7 +144,7 @@ def records_from_inputs(inputs: Sequence[Any], modalities: Sequence[str]) -> lis
         subject = parsed.subject if parsed and parsed.subject else _label(first.name.split(".")[0])
         session = parsed.session if parsed else None
         record = SubjectRecord(subject=subject, session=session, images=images)
-        validate_record(record)
+        validate_record(record, allow_guessed_geometry=allow_guessed_geometry)
         records.append(record)
     keys = [r.key for r in records]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
@@ -146,8 +155,12 @@ def records_from_inputs(inputs: Sequence[Any], modalities: Sequence[str]) -> lis
     return records
 
 
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
 def check_output_outside(out: Path, data_root: str | Path | None) -> None:
-    """Refuse a run directory inside the input dataset (it is never written to).
+    """Refuse a run directory inside the input dataset (runs hold no BIDS files; the dataset is not theirs).
 
     Raises:
         ConfigError: naming ``paths.output_dir``.
@@ -156,8 +169,33 @@ def check_output_outside(out: Path, data_root: str | Path | None) -> None:
         return
     root = Path(str(data_root)).expanduser().resolve()
     out = out.expanduser().resolve()
-    if out == root or root in out.parents:
+    if _inside(out, root):
         raise ConfigError("paths.output_dir", f"{out} lies inside the input dataset {root}; write runs elsewhere")
+
+
+def derivative_root(output: str | None, run_dir: Path, data_root: str | Path | None, from_inputs: bool) -> Path:
+    """Where ``predict.output`` puts the derivative dataset (see the module docstring).
+
+    Raises:
+        ConfigError: (``predict.output``) ``in_dataset`` without a dataset (``predict.inputs``), or a
+            directory inside the input dataset but outside its ``derivatives/``.
+    """
+    choice = str(output or "run")
+    if choice == "run":
+        return run_dir / DERIVATIVE_NAME
+    if choice == "in_dataset":
+        if from_inputs or not data_root:
+            raise ConfigError("predict.output", "in_dataset needs data.root (predict.inputs lists loose files)")
+        return Path(str(data_root)).expanduser().absolute() / "derivatives" / DERIVATIVE_NAME
+    path = Path(choice).expanduser().absolute()
+    if data_root:
+        root = Path(str(data_root)).expanduser().resolve()
+        if _inside(path.resolve(), root) and not _inside(path.resolve(), root / "derivatives"):
+            raise ConfigError(
+                "predict.output",
+                f"{path} lies in the input dataset {root} outside derivatives/, which is never written",
+            )
+    return path
 
 
 def predict_subject(
@@ -208,7 +246,8 @@ def run(cfg: DictConfig) -> Path:
             raise ConfigError("predict.modalities", f"{unknown} are not among the model's modalities {modalities}")
         use = [m in use_names for m in modalities]
         if inputs:
-            records = records_from_inputs(cast(list, OmegaConf.to_container(OmegaConf.create(inputs))), modalities)
+            entries = cast(list, OmegaConf.to_container(OmegaConf.create(inputs)))
+            records = records_from_inputs(entries, modalities, bool(data_cfg.get("allow_guessed_geometry", False)))
         else:
             records = load_records(data_cfg)
         wanted = pcfg.get("subjects")
@@ -222,36 +261,43 @@ def run(cfg: DictConfig) -> Path:
         settings = InferenceSettings.from_config(
             cfg.inference, sidecar.get("patch_size") or data_cfg.patch_size, total_stride
         )
-        root = init_derivative(
-            out / DERIVATIVE_NAME,
-            source=None if inputs else data_cfg.get("root"),
-            version=ssl_pretrain.__version__,
-            description=f"bssl predict with {pt} (stage {sidecar.get('stage')}, modalities {use_names})",
-        )
+        root = derivative_root(pcfg.get("output"), out, data_cfg.get("root"), bool(inputs))
+        check_derivative_root(root)
+        links = DatasetLinks(root, None if inputs else Path(str(data_cfg.root)))
+        for subject in subjects:  # every input's dataset is linked before the first file is written
+            for path in subject.record.images.values():
+                links.uri(path)
+        description = f"bssl predict with {pt} (stage {sidecar.get('stage')}, modalities {use_names})"
+        init_derivative(root, links, description)
         model_roi = (sidecar.get("stage_config") or {}).get("roi")
         if model_roi:
             log.info("the model was trained inside the '%s' ROI: tissue elsewhere is extrapolated", model_roi)
         rows: list[dict[str, object]] = []
         for subject in tqdm(subjects, desc="predict", unit="subject", disable=None):
-            labels, probs, affine = predict_subject(
+            labels, probs, _ = predict_subject(
                 net, subject, settings, use, device, brain_mask=bool(pcfg.get("brain_mask", True))
             )
             record = subject.record
-            sources = [str(record.images[m]) for m in modalities if m in record.images and m in use_names]
-            write_dseg(root, record.subject, record.session, labels, affine, sources)
+            reference_path = record.images[str(subject.meta["reference"])]
+            reference = cast(nib.Nifti1Image, nib.load(str(reference_path)))
+            sources = [links.uri(record.images[m]) for m in modalities if m in record.images and m in use_names]
+            spatial = links.uri(reference_path)
+            write_dseg(root, record.subject, record.session, labels, reference, sources, spatial)
             if pcfg.get("save_probabilities", False):
                 write_probseg(
                     root,
                     record.subject,
                     record.session,
                     probs[1:],
-                    affine,
+                    reference,
+                    sources,
+                    spatial,
                     per_class=bool(pcfg.get("probabilities_per_class", False)),
                 )
             regions = None
             if subject.regions is not None:
                 regions = np.asarray(to_native(np.asarray(subject.regions), subject, order=0).dataobj)
-            voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+            voxel_mm3 = float(abs(np.linalg.det(reference.affine[:3, :3])))
             info = {"participant_id": f"sub-{record.subject}", "session": record.session, "group": record.group}
             rows += region_volumes(labels, regions, voxel_mm3, info, model_roi=model_roi)
             if not np.any(labels):

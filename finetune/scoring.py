@@ -70,6 +70,7 @@ def score_subjects(
                     pred,
                     truth.astype(np.uint8),
                     mask,
+                    affine=np.asarray(subject.affine),
                 )
             )
     return rows, cases

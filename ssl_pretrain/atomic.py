@@ -3,6 +3,10 @@
 A reader (or a later run) sees either the old file or the complete new one, never half a file; a write
 that fails or is interrupted leaves the old file as it was and removes its temporary file. A process
 killed hard cannot remove it: :func:`remove_stale_temporaries` does, for a directory one process owns.
+
+The file gets the mode any new file gets, ``0o666 & ~umask`` (:func:`file_mode`): ``tempfile.mkstemp``
+creates its file owner-only (0600), which would hide a lab's results from its colleagues on a shared
+cluster; the umask, not this module, decides who may read them.
 """
 
 from __future__ import annotations
@@ -15,9 +19,32 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """This process's umask (read from ``/proc/self/status`` where it exists, so no thread sees it change)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode of a new regular file under the current umask: ``0o666 & ~umask`` (0644 under umask 022)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode of a new directory under the current umask: ``0o777 & ~umask`` (0755 under umask 022)."""
+    return 0o777 & ~current_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+    """Yield a temporary path beside ``path``; on success it gets :func:`file_mode` and is renamed onto ``path``.
 
     Args:
         path: the final file (its directory is created).
@@ -29,6 +56,7 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())  # mkstemp made it 0600; a writer may also have replaced it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

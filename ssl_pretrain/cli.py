@@ -4,6 +4,9 @@
 command module's ``run(cfg)``. Tests call ``run`` directly on a composed config (see
 :func:`ssl_pretrain.config.compose_config`).
 
+``bssl <command> --help`` (:mod:`ssl_pretrain.command_help`) is answered before the command's module is
+imported: torch, Lightning and MONAI load only once a command runs, so help takes about a second.
+
 A :class:`~ssl_pretrain.errors.BsslError` (bad input, bad config value, incompatible checkpoint) is
 printed as one line and exits with status 2; so are overrides Hydra refuses (an unknown key, an unknown
 group option, a syntax error) and a file system that refuses a write (disk full, read-only, no permission:
@@ -28,6 +31,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
+from ssl_pretrain.command_help import command_help
 from ssl_pretrain.config import CONFIG_DIR, compose_config
 from ssl_pretrain.errors import BsslError, ConfigError, resource_error
 
@@ -62,7 +66,8 @@ def _apply_aliases(command: str, overrides: list[str]) -> list[str]:
 def _usage() -> str:
     lines = ["usage: bssl <command> [--verbose] [hydra overrides…] (e.g. data.root=/data/bids)", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`bssl <command> --help` lists the command's config; `--cfg job` prints it resolved."]
+    lines += ["", "`bssl <command> --help` lists the command's config groups and config files (with their comments);"]
+    lines += ["`--cfg job` prints the composed config."]
     return "\n".join(lines)
 
 
@@ -135,6 +140,17 @@ def _hydra_raises() -> Iterator[None]:
             os.environ["HYDRA_FULL_ERROR"] = before
 
 
+def _print_help(command: str, rest: Sequence[str], verbose: bool) -> NoReturn:
+    """Print ``bssl <command> --help`` (overrides in ``rest`` change the groups shown) and exit 0."""
+    overrides = [a for a in rest if not a.startswith("-")]
+    try:
+        text = command_help(command, COMMANDS[command][1], overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        _fail(command, err, verbose, hydra_config_error(err, command))
+    print(text, end="")
+    sys.exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``bssl`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -147,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     verbose = "--verbose" in rest
     rest = _apply_aliases(command, [a for a in rest if a != "--verbose"])
-    run = importlib.import_module(COMMANDS[command][0]).run
+    if "--help" in rest or "-h" in rest:
+        _print_help(command, rest, verbose)
     started: list[bool] = []  # set once the command's run(cfg) starts: OmegaConf errors before it are the overrides'
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=command, version_base="1.3")
@@ -156,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.argv = [argv0, command, *rest]
         loud = verbose or bool(HydraConfig.get().verbose)
         started.append(True)
+        run = importlib.import_module(COMMANDS[command][0]).run  # torch & co. load here, after Hydra parsed
         try:
             run(cfg)
         except BsslError as err:

@@ -1,8 +1,10 @@
 """The run directory every command writes: resolved config, log, and a ``run.json`` status record.
 
-``run.json`` is written ``"running"`` at the start and ``"complete"`` (with wall time and device) only
-after the command's artefacts are in place, so a run killed half-way is never mistaken for a finished one
-by ``bssl evaluate`` or by ``bssl study`` when it decides what to reuse.
+``run.json`` (command, host, device, toolkit version and git revision, the versions of torch, MONAI,
+TorchIO, Lightning, lightly and nibabel: :mod:`ssl_pretrain.provenance`) is written ``"running"`` at the
+start and ``"complete"`` (with wall time) only after the command's artefacts are in place, so a run
+killed half-way is never mistaken for a finished one by ``bssl evaluate`` or by ``bssl study`` when it
+decides what to reuse.
 
 While a run is in progress its process holds an exclusive ``flock`` on ``<run dir>/.run.lock`` (the file
 says which pid and host). A second run pointed at the same directory stops with a :class:`ConfigError`
@@ -34,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 import ssl_pretrain
 from ssl_pretrain.atomic import write_text_atomic
 from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.provenance import git_revision, library_versions
 
 log = logging.getLogger(__name__)
 RUN_RECORD = "run.json"
@@ -87,7 +90,7 @@ def lock_run_dir(out: Path) -> int:
     Raises:
         ConfigError: (``paths.output_dir``) another live process holds it.
     """
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -142,6 +145,8 @@ def _recorded(cfg: DictConfig, command: str, out: Path) -> Iterator[None]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "version": ssl_pretrain.__version__,
+        "git": git_revision(),  # {"commit", "dirty"} when run from a git checkout, else null
+        "libraries": library_versions(),  # torch, MONAI, TorchIO, Lightning, lightly, nibabel
         "device": device_name(),
     }
     write_json_atomic(out / RUN_RECORD, record)

@@ -11,9 +11,10 @@
    ``data.patch_size`` voxels per axis;
 4. every modality is resampled onto that grid through its own affine (trilinear, anti-aliased when
    downsampling) — so FA/MD maps on a 2.5 mm grid with a small misregistration land on the T1w grid —
-   and label maps by nearest neighbour; tissue values are checked against their ``dseg.tsv`` and mapped
-   by name to 0 bg / 1 CSF / 2 GM / 3 WM; region labels are mapped by name to the canonical indices
-   of :mod:`ssl_pretrain.data.labels` (names that are no canonical region become 0);
+   and label maps by nearest neighbour; label maps are read by :mod:`ssl_pretrain.data.label_maps`
+   (values checked against their ``dseg.tsv`` or scheme, tissue mapped by name to 0 bg / 1 CSF / 2 GM /
+   3 WM, regions to the canonical indices of :mod:`ssl_pretrain.data.labels`, names that are no canonical
+   region becoming 0; a CSF/GM/WM probseg triplet hardened into a tissue map);
 5. each modality is normalised inside the brain mask: ``(x - median) / scale`` with ``scale`` the
    ``[lower, upper]`` percentile range (``percentile``, default), the IQR (``iqr``), or mean/std
    (``zscore``); the statistics and the value a raw 0 maps to (``background``) are kept in ``meta.json``.
@@ -51,12 +52,11 @@ from omegaconf import DictConfig
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from ssl_pretrain.atomic import dir_mode
 from ssl_pretrain.data import grid
-from ssl_pretrain.data.bids import read_dseg_tsv
-from ssl_pretrain.data.labels import REGION_INDEX, TISSUE_INDEX, canonical_region
+from ssl_pretrain.data.label_maps import label_settings, load_regions, load_tissue
 from ssl_pretrain.data.manifest import SubjectRecord
 from ssl_pretrain.data.nifti import load_volume
-from ssl_pretrain.data.validate import check_label_values
 from ssl_pretrain.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -65,17 +65,6 @@ CACHE_VERSION = 1  # bump when the preprocessing changes in a way the settings d
 MIN_COVERAGE = 0.1  # share of the brain a modality's field of view must cover on the reference grid
 NORMALISATIONS = ("percentile", "iqr", "zscore")
 DTYPES = ("float16", "float32")
-_TISSUE_SYNONYMS = {
-    "bg": "background",
-    "unknown": "background",
-    "csf": "CSF",
-    "cerebrospinal fluid": "CSF",
-    "gm": "GM",
-    "grey matter": "GM",
-    "gray matter": "GM",
-    "wm": "WM",
-    "white matter": "WM",
-}
 _hash_memo: dict[tuple[str, int, int, int, int], str] = {}
 
 
@@ -185,6 +174,7 @@ def preprocessing_settings(data_cfg: DictConfig) -> dict[str, Any]:
         "normalisation": {"method": method, "lower": lower, "upper": upper},
         "antialias": bool(data_cfg.get("antialias", True)),
         "dtype": dtype,
+        **({"labels": labels} if (labels := label_settings(data_cfg)) is not None else {}),
     }
 
 
@@ -254,7 +244,7 @@ def preprocess_record(record: SubjectRecord, settings: dict[str, Any], cache: Pa
         for stale in cache.glob(f".tmp-{entry.name}-*"):  # left by an interrupted writer (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=cache))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache is readable by the lab
+        tmp.chmod(dir_mode())  # mkdtemp makes it private; the umask decides who shares the cache
         try:
             compute_entry(record, settings, key, hashes, tmp)
             if entry.exists():  # an untrusted (partial or corrupt) entry: move it aside, then drop it
@@ -338,32 +328,6 @@ def robust_stats(values: np.ndarray, norm: dict[str, Any]) -> tuple[float, float
     return float(median), float(p_hi - p_lo)
 
 
-def _label_lut(path: Path, table: dict[int, str], kind: str) -> np.ndarray:
-    """Lookup table label value -> canonical index (tissue class or region), uint8."""
-    lut = np.zeros(max(table) + 1, dtype=np.uint8)
-    for value, name in table.items():
-        if kind == "tissue":
-            canon = _TISSUE_SYNONYMS.get(name.strip().lower(), name.strip())
-            match = {k.lower(): v for k, v in TISSUE_INDEX.items()}.get(canon.lower())
-            if match is None:
-                raise DataError(path, f"label {value} '{name}' is not a tissue class (background, CSF, GM, WM)")
-            lut[value] = match
-        else:
-            region = canonical_region(name)
-            lut[value] = REGION_INDEX[region] if region else 0
-    return lut
-
-
-def _load_labels(path: Path, table_path: Path | None, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    if table_path is None:
-        raise DataError(path, f"no {kind} label table: add a dseg.tsv (columns index, name) beside it")
-    data, affine = load_volume(path, label=True)
-    table = read_dseg_tsv(table_path)
-    check_label_values(path, data, table)
-    lut = _label_lut(Path(table_path), table, kind)
-    return lut[data.astype(np.int64)], affine
-
-
 def compute_entry(record: SubjectRecord, settings: dict[str, Any], key: str, hashes: dict[str, str], out: Path) -> None:
     """Preprocess one record into the (empty, temporary) directory ``out``; ``meta.json`` is written last."""
     modalities = settings["modalities"]
@@ -377,10 +341,10 @@ def compute_entry(record: SubjectRecord, settings: dict[str, Any], key: str, has
     native_shape = [int(n) for n in ref_data.shape]
     full_affine, full_shape = grid.canonical_grid(ref_affine, ref_data.shape, spacing)
 
-    tissue_native = _load_labels(record.tissue, record.tissue_tsv, "tissue") if record.tissue else None
+    tissue_native = load_tissue(record, settings.get("labels"))
     if tissue_native is not None:
         mask_full = grid.resample_to_grid(tissue_native[0], tissue_native[1], full_affine, full_shape, order=0) > 0
-        mask_source = Path(record.tissue)  # type: ignore[arg-type]
+        mask_source = Path(record.tissue or next(iter(record.tissue_probseg.values())))
     else:
         ref_full = grid.resample_to_grid(
             ref_data, ref_affine, full_affine, full_shape, order=1, antialias=settings["antialias"]
@@ -425,8 +389,9 @@ def compute_entry(record: SubjectRecord, settings: dict[str, Any], key: str, has
     if tissue_native is not None:
         tissue = grid.resample_to_grid(tissue_native[0], tissue_native[1], affine, shape, order=0)
         np.save(out / "tissue.npy", tissue.astype(np.uint8))
-    if record.regions is not None:
-        regions, reg_affine = _load_labels(record.regions, record.regions_tsv, "regions")
+    regions_native = load_regions(record, settings.get("labels"))
+    if regions_native is not None:
+        regions, reg_affine = regions_native
         np.save(out / "regions.npy", grid.resample_to_grid(regions, reg_affine, affine, shape, order=0))
 
     files = record.files()
@@ -448,7 +413,7 @@ def compute_entry(record: SubjectRecord, settings: dict[str, Any], key: str, has
         "brain_mask": "tissue" if tissue_native is not None else "threshold",
         "brain_voxels": int(inside.sum()),
         "has_tissue": tissue_native is not None,
-        "has_regions": record.regions is not None,
+        "has_regions": regions_native is not None,
         "normalisation": stats,
         "settings": settings,
         "inputs": {role: {"path": str(files[role]), "hash": h} for role, h in hashes.items()},

@@ -10,8 +10,10 @@ Manifest TSV (tab-separated, UTF-8, one header line)::
 
 ``participant_id`` is required (``sub-`` prefix optional); ``session``, ``group``, the modality columns
 (one per configured modality, named as in ``data.modalities``), the label maps ``tissue``/``regions``
-and their tables ``tissue_tsv``/``regions_tsv`` are optional; any other column is a covariate. Relative
-paths are relative to the manifest's directory; an empty cell or ``n/a`` means missing.
+and their tables ``tissue_tsv``/``regions_tsv`` (or the label schemes ``tissue_scheme``/``regions_scheme``
+of maps without one: ``freesurfer``, ``fmriprep``), a tissue probability triplet
+``tissue_CSF``/``tissue_GM``/``tissue_WM`` instead of a tissue map, are optional; any other column is a
+covariate. Relative paths are relative to the manifest's directory; an empty cell or ``n/a`` means missing.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssl_pretrain.atomic import write_text_atomic
+from ssl_pretrain.data.labels import SCHEMES
 from ssl_pretrain.errors import DataError
 
 KNOWN_MODALITIES = ("T1w", "T2w", "FA", "MD")
-LABEL_COLUMNS = ("tissue", "regions", "tissue_tsv", "regions_tsv")
+PROBSEG_CLASSES = ("CSF", "GM", "WM")  # a tissue probability triplet (label-<class>_probseg), in this order
+PROBSEG_COLUMNS = tuple(f"tissue_{c}" for c in PROBSEG_CLASSES)
+LABEL_COLUMNS = ("tissue", "regions", "tissue_tsv", "regions_tsv", *PROBSEG_COLUMNS)
+SCHEME_COLUMNS = ("tissue_scheme", "regions_scheme")
 MISSING = ("", "n/a")  # BIDS writes n/a for a missing value
 
 
@@ -41,6 +47,9 @@ class SubjectRecord:
         tissue: tissue ``dseg`` NIfTI (0 bg, 1 CSF, 2 GM, 3 WM), or ``None``.
         regions: regions ``dseg`` NIfTI, or ``None``.
         tissue_tsv / regions_tsv: the label tables (index -> name) of those maps.
+        tissue_scheme / regions_scheme: the label scheme of a map without a table (``freesurfer``, ``fmriprep``:
+            :data:`ssl_pretrain.data.labels.SCHEMES`), or ``None``.
+        tissue_probseg: CSF/GM/WM probability maps (class -> path) standing in for a tissue map, or empty.
         covariates: further ``participants.tsv`` columns (age, sex, …) as strings.
     """
 
@@ -52,6 +61,9 @@ class SubjectRecord:
     regions: Path | None = None
     tissue_tsv: Path | None = None
     regions_tsv: Path | None = None
+    tissue_scheme: str | None = None
+    regions_scheme: str | None = None
+    tissue_probseg: dict[str, Path] = field(default_factory=dict)
     covariates: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -64,10 +76,11 @@ class SubjectRecord:
         return list(self.files().values())
 
     def files(self) -> dict[str, Path]:
-        """Every input file by role: modality names, then ``tissue``, ``regions``, ``tissue_tsv``, ``regions_tsv``."""
+        """Every input file by role: modality names, then ``tissue``, ``regions``, ``tissue_tsv``, ``regions_tsv``,
+        ``tissue_CSF``, ``tissue_GM``, ``tissue_WM``."""
         out = dict(self.images)
         for role in LABEL_COLUMNS:
-            path = getattr(self, role)
+            path = self.tissue_probseg.get(role[len("tissue_") :]) if role in PROBSEG_COLUMNS else getattr(self, role)
             if path is not None:
                 out[role] = path
         return out
@@ -134,6 +147,23 @@ def _cell_path(manifest: Path, number: int, column: str, value: str) -> Path:
     return path
 
 
+def _scheme(manifest: Path, number: int, row: dict[str, str], column: str) -> str | None:
+    value = row.get(column, "")
+    if value in MISSING:
+        return None
+    if value not in SCHEMES:
+        raise DataError(manifest, f"line {number}, column '{column}': '{value}' is not one of {sorted(SCHEMES)}")
+    return value
+
+
+def _probseg(manifest: Path, number: int, files: dict[str, Path]) -> dict[str, Path]:
+    given = {c: files[f"tissue_{c}"] for c in PROBSEG_CLASSES if f"tissue_{c}" in files}
+    if given and len(given) != len(PROBSEG_CLASSES):
+        missing = [f"tissue_{c}" for c in PROBSEG_CLASSES if c not in given]
+        raise DataError(manifest, f"line {number}: a tissue probability triplet needs columns {missing} too")
+    return given
+
+
 def read_manifest(path: str | Path, modalities: Sequence[str], *, require_group: bool = False) -> list[SubjectRecord]:
     """Read an explicit manifest TSV (format in the module docstring) into records.
 
@@ -160,7 +190,7 @@ def read_manifest(path: str | Path, modalities: Sequence[str], *, require_group:
         raise DataError(path, "the manifest lists no subjects")
     modalities = list(modalities)
     ignored = set(KNOWN_MODALITIES) - set(modalities)
-    reserved = {"participant_id", "session", "group", *modalities, *LABEL_COLUMNS}
+    reserved = {"participant_id", "session", "group", *modalities, *LABEL_COLUMNS, *SCHEME_COLUMNS}
     covariate_columns = [c for c in columns if c not in reserved and c not in ignored]
     file_columns = [c for c in columns if c in modalities or c in LABEL_COLUMNS]
     seen: dict[tuple[str, str | None], int] = {}
@@ -189,6 +219,9 @@ def read_manifest(path: str | Path, modalities: Sequence[str], *, require_group:
                 regions=files.get("regions"),
                 tissue_tsv=files.get("tissue_tsv"),
                 regions_tsv=files.get("regions_tsv"),
+                tissue_scheme=_scheme(path, number, row, "tissue_scheme"),
+                regions_scheme=_scheme(path, number, row, "regions_scheme"),
+                tissue_probseg=_probseg(path, number, files),
                 covariates={c: row[c] for c in covariate_columns if row[c] not in MISSING},
             )
         )
@@ -223,12 +256,14 @@ def write_manifest(records: Sequence[SubjectRecord], path: str | Path) -> None:
     columns += ["session"] if any(r.session for r in records) else []
     columns += ["group"] if any(r.group for r in records) else []
     columns += modalities
-    columns += [c for c in LABEL_COLUMNS if any(getattr(r, c) is not None for r in records)]
+    columns += [c for c in LABEL_COLUMNS if any(c in r.files() for r in records)]
+    columns += [c for c in SCHEME_COLUMNS if any(getattr(r, c) for r in records)]
     columns += [c for c in covariates if c not in columns]
     lines = ["\t".join(columns)]
     for record in records:
         files = {role: _relative(p, path.parent) for role, p in record.files().items()}
         values = {"participant_id": f"sub-{record.subject}", "session": record.session or "", "group": record.group}
+        values.update({c: getattr(record, c) for c in SCHEME_COLUMNS})
         row = [str(values.get(c) or files.get(c) or record.covariates.get(c, "")) for c in columns]
         for column, value in zip(columns, row, strict=True):
             if any(ch in value for ch in "\t\r\n"):

@@ -9,6 +9,12 @@ Two levels of checking:
 - :func:`load_header` + :func:`check_header` read only the header (milliseconds per file): the file is
   NIfTI, 3D, has a valid affine, and its data stream is as long as the header says (for ``.nii.gz`` the
   gzip trailer is compared first; only on a mismatch is the stream decompressed to be sure).
+
+Geometry that a reader would have to *guess* is an error unless ``data.allow_guessed_geometry=true``
+(:func:`check_geometry`): voxel sizes (``pixdim``) of 0 or NaN where the affine is built from them (no
+sform) — nibabel silently takes 1 mm — and, per subject (:func:`ssl_pretrain.data.validate.validate_record`),
+an image with neither qform nor sform while the subject's other images have one (its position would be
+made up, so its grid would no longer match theirs). A singular or non-finite affine is always an error.
 - :func:`load_volume` reads the voxels and also rejects NaN/Inf and, for label maps, non-integer values.
 """
 
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from ssl_pretrain.errors import DataError
 
@@ -131,12 +138,48 @@ def check_stream(path: Path, img: nib.Nifti1Image) -> None:
         )
 
 
-def check_header(path: str | Path, img: nib.Nifti1Image | None = None) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Header-only validation of one image: NIfTI, 3D, valid affine, not truncated.
+def stored_voxel_sizes(path: Path, img: nib.Nifti1Image) -> np.ndarray:
+    """``pixdim[1:4]`` as stored in the file (nibabel replaces stored zeros by 1 when it loads a header)."""
+    with ImageOpener(str(path)) as fh:
+        raw = type(img.header).from_fileobj(fh, check=False)
+    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+
+
+def has_orientation(img: nib.Nifti1Image) -> bool:
+    """Whether the header says where the grid lies (a qform or sform code above 0)."""
+    return int(img.header["sform_code"]) > 0 or int(img.header["qform_code"]) > 0
+
+
+def check_geometry(path: Path, img: nib.Nifti1Image, allow_guessed: bool = False) -> None:
+    """Raise (or, with ``allow_guessed``, warn) if the affine is built from zero/NaN stored voxel sizes.
+
+    Raises:
+        DataError: naming the file, when not ``allow_guessed``.
+    """
+    if int(img.header["sform_code"]) > 0:
+        return  # the sform alone places the grid; pixdim is not used
+    sizes = stored_voxel_sizes(path, img)
+    if np.all(np.isfinite(sizes)) and np.all(sizes != 0):
+        return
+    problem = (
+        f"voxel sizes (pixdim) {sizes.tolist()} in a header without sform: the geometry would be guessed "
+        "(nibabel assumes 1 mm)"
+    )
+    if not allow_guessed or not np.all(np.isfinite(sizes)):
+        hint = "" if not np.all(np.isfinite(sizes)) else "; or set data.allow_guessed_geometry=true to accept it"
+        raise DataError(path, f"{problem}; fix the header (e.g. re-export from the scanner data){hint}")
+    _warn_once(path, "guessed-sizes", "%s: %s; accepted (data.allow_guessed_geometry=true)", path, problem)
+
+
+def check_header(
+    path: str | Path, img: nib.Nifti1Image | None = None, *, allow_guessed_geometry: bool = False
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Header-only validation of one image: NIfTI, 3D, valid affine, no guessed voxel sizes, not truncated.
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
         img: the image already opened with :func:`load_header` (opened here if ``None``).
+        allow_guessed_geometry: accept zero voxel sizes (with a warning) instead of raising.
 
     Returns:
         ``(shape, affine)``: the 3D grid shape and the 4x4 voxel-to-world (RAS mm) affine.
@@ -144,9 +187,10 @@ def check_header(path: str | Path, img: nib.Nifti1Image | None = None) -> tuple[
     path = Path(path)
     img = load_header(path) if img is None else img
     shape = check_shape(path, img)
+    check_geometry(path, img, allow_guessed_geometry)
     affine = np.asarray(img.affine, dtype=np.float64)
     check_affine(path, affine)
-    if int(img.header["sform_code"]) == 0 and int(img.header["qform_code"]) == 0:
+    if not has_orientation(img):
         _warn_once(
             path, "orientation", "%s: qform_code and sform_code are both 0: orientation and position are guessed", path
         )

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from ssl_pretrain.data.bids import discover, read_dseg_tsv
+from ssl_pretrain.data.bids import LabelRules, discover, read_dseg_tsv
 from ssl_pretrain.data.manifest import SubjectRecord, read_manifest
-from ssl_pretrain.data.nifti import check_header
+from ssl_pretrain.data.nifti import check_header, has_orientation, load_header
 from ssl_pretrain.errors import ConfigError, DataError
 
 __all__ = [
@@ -53,25 +53,37 @@ def grid_overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.prod(extent)) / smaller
 
 
-def validate_record(record: SubjectRecord) -> None:
+def validate_record(record: SubjectRecord, *, allow_guessed_geometry: bool = False) -> None:
     """Check one record on its headers: every image and label map readable as NIfTI, 3D, with a valid
-    affine and not truncated; every label map has a well-formed ``dseg.tsv``; all grids overlap in world
-    space (more than :data:`MIN_OVERLAP` of the smaller field of view). Anisotropic voxels are logged as a
-    warning. NaN/Inf voxels are found only when the voxels are read (``load_volume``).
+    affine, no guessed geometry and not truncated; every label map has a well-formed ``dseg.tsv``; all grids
+    overlap in world space (more than :data:`MIN_OVERLAP` of the smaller field of view). Anisotropic voxels
+    are logged as a warning. NaN/Inf voxels are found only when the voxels are read (``load_volume``).
+
+    Guessed geometry (:func:`~ssl_pretrain.data.nifti.check_geometry`: zero voxel sizes without sform; and an
+    image with neither qform nor sform while another image of the subject has one) is an error unless
+    ``allow_guessed_geometry`` (``data.allow_guessed_geometry``), then a warning.
 
     Raises:
         DataError: naming the offending file (both files for grids that do not overlap) and the problem.
     """
     grids: list[tuple[Path, np.ndarray]] = []
+    oriented: dict[Path, bool] = {}
     for role, path in record.files().items():
         if role.endswith("_tsv"):
             continue
-        shape, affine = check_header(path)
+        img = load_header(path)
+        shape, affine = check_header(path, img, allow_guessed_geometry=allow_guessed_geometry)
         grids.append((path, world_bounds(shape, affine)))
+        oriented[Path(path)] = has_orientation(img)
+    _check_orientation_codes(oriented, allow_guessed_geometry)
     for desc in ("tissue", "regions"):
         label, table = getattr(record, desc), getattr(record, f"{desc}_tsv")
-        if label is not None and table is None:
-            raise DataError(label, f"no {desc} label table: add a dseg.tsv (columns index, name) beside it")
+        if label is not None and table is None and getattr(record, f"{desc}_scheme") is None:
+            raise DataError(
+                label,
+                f"no {desc} label table: add a dseg.tsv (columns index, name) beside it, or name its label scheme "
+                "with data.labels.scheme (freesurfer | fmriprep)",
+            )
         if table is not None:
             read_dseg_tsv(table)
     for (path_a, box_a), (path_b, box_b) in itertools.combinations(grids, 2):
@@ -83,6 +95,24 @@ def validate_record(record: SubjectRecord) -> None:
                 f"world bounds {np.round(box_b, 1).tolist()} vs {np.round(box_a, 1).tolist()} mm); "
                 "check the affines or the registration",
             )
+
+
+def _check_orientation_codes(oriented: dict[Path, bool], allow_guessed: bool) -> None:
+    """An image without qform/sform beside images with one: its position is made up (see validate_record)."""
+    with_codes = [p for p, ok in oriented.items() if ok]
+    without = [p for p, ok in oriented.items() if not ok]
+    if not with_codes or not without:
+        return
+    problem = (
+        f"neither qform nor sform is set (both codes 0), while {with_codes[0]} of the same subject has one: "
+        "its orientation and position would be guessed and its grid would not match"
+    )
+    if allow_guessed:
+        log.warning("%s: %s; accepted (data.allow_guessed_geometry=true)", without[0], problem)
+        return
+    raise DataError(
+        without[0], f"{problem}; fix its header, or set data.allow_guessed_geometry=true to accept a guessed position"
+    )
 
 
 def check_label_values(path: str | Path, data: np.ndarray, table: dict[int, str]) -> None:
@@ -129,7 +159,8 @@ def load_records(data_cfg: DictConfig) -> list[SubjectRecord]:
     """The validated records of the configured dataset.
 
     Reads ``data_cfg.manifest`` if set, else discovers ``data_cfg.root`` with ``data_cfg.modalities``;
-    ``data_cfg.require_group`` (default false) demands a group for every subject. Records without any
+    ``data_cfg.require_group`` (default false) demands a group for every subject;
+    ``data_cfg.allow_guessed_geometry`` (default false) accepts guessed geometry with a warning. Records without any
     configured modality are dropped with a warning. Every remaining record is validated; all problems
     found are reported together.
 
@@ -146,7 +177,8 @@ def load_records(data_cfg: DictConfig) -> list[SubjectRecord]:
         records = read_manifest(source, modalities, require_group=require_group)
     elif data_cfg.get("root"):
         source = Path(str(data_cfg.root))
-        records = discover(source, modalities, require_group=require_group)
+        rules = LabelRules.from_config(data_cfg.get("labels"))
+        records = discover(source, modalities, require_group=require_group, label_rules=rules)
     else:
         raise ConfigError("data.root", "not set: give data.root=<BIDS dir> or data.manifest=<TSV>")
     usable = [r for r in records if r.images]
@@ -156,9 +188,10 @@ def load_records(data_cfg: DictConfig) -> list[SubjectRecord]:
         dropped = ", ".join(r.key for r in records if not r.images)
         log.warning("%s: no image of %s for %s; left out", source, modalities, dropped)
     problems: list[DataError] = []
+    allow_guessed = bool(data_cfg.get("allow_guessed_geometry", False))
     for record in usable:
         try:
-            validate_record(record)
+            validate_record(record, allow_guessed_geometry=allow_guessed)
         except DataError as err:
             problems.append(err)
     if len(problems) == 1:

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 import ssl_pretrain
+from ssl_pretrain.atomic import file_mode
 from ssl_pretrain.errors import CheckpointError
 from ssl_pretrain.run_dir import read_run_record
 
@@ -98,7 +99,7 @@ def _write_atomic(path: Path, write: Any) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())  # as the umask says (mkstemp made it 0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -20,9 +20,11 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
+
+from ssl_pretrain.atomic import file_mode
 
 RNG_KEY = "bssl_rng_states"
 POSITION_KEY = "bssl_sampler_position"
@@ -50,7 +52,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, file_mode())  # as the umask says (mkstemp made it 0600)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -62,7 +64,10 @@ class RunCheckpoint(ModelCheckpoint):
     """``last.ckpt`` every N optimiser steps (Lightning's ``ModelCheckpoint``) **and** when training ends.
 
     Lightning's own end-of-training save only happens if no checkpoint was written before, so a run of 7
-    steps that checkpoints every 5 would end with step 5 on disk; this one writes step 7.
+    steps that checkpoints every 5 would end with step 5 on disk; this one writes step 7, through the
+    public ``Trainer.save_checkpoint`` (so through :class:`AtomicCheckpointIO`, on every rank as DDP needs).
+    A run whose last step was just saved is saved once more at the end (same state; the cost of staying
+    off ``ModelCheckpoint``'s private bookkeeping).
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int) -> None:
@@ -73,12 +78,13 @@ class RunCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps,
             enable_version_counter=False,
         )
+        self.final_path = Path(dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if getattr(trainer, "fast_dev_run", False) or trainer.sanity_checking:
             return
-        if self._last_global_step_saved != trainer.global_step or not self._last_checkpoint_saved:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        trainer.save_checkpoint(self.final_path)
+        self.last_model_path = str(self.final_path)
 
 
 def _collect() -> dict[str, Any]:

@@ -11,8 +11,14 @@ it, 16-mixed on older ones, 32-true on CPU), ``max_steps``, ``max_epochs``, ``va
 What a run directory gets: ``checkpoints/last.ckpt`` (every ``checkpoint_every_n_steps`` optimiser steps and
 when training ends, written atomically, with optimiser, scheduler, loop and random states and the sampler's
 position inside its epoch, so a resume continues exactly also from a mid-epoch checkpoint),
-``checkpoints/best.ckpt`` when a metric is monitored, ``metrics.csv`` (training curves incl. the learning
-rate; in ``log_dir``), and ``tensorboard/`` when TensorBoard is installed.
+``checkpoints/best.ckpt`` when a metric is monitored, ``metrics.csv`` and ``hparams.yaml`` (training curves
+incl. the learning rate, and the resolved config; in ``log_dir``; always written: reports and convergence
+checks read them).
+
+More loggers come from the ``logger`` config group (``configs/logger/``; ``logger=csv`` adds none,
+``logger=tensorboard|wandb|mlflow`` or a list such as ``logger=[tensorboard,mlflow]`` add those): every
+entry of ``cfg.logger`` with a ``_target_`` is built with ``hydra.utils.instantiate`` (as in
+lightning-hydra-template), and every logger is given the resolved config as its hyperparameters.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import DDPStrategy
+from omegaconf import DictConfig, OmegaConf
 
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.training.callbacks import (
@@ -124,10 +131,45 @@ def _deterministic(value: Any) -> Any:
     raise ConfigError("trainer.deterministic", f"must be true, false or warn, got {value!r}")
 
 
-def _loggers(output_dir: Path, log_dir: Path, flush_every: int) -> list[Logger]:
+def _extra_loggers(spec: Mapping[str, Any] | None) -> list[Logger]:
+    """The loggers of the ``logger`` config group (each entry with a ``_target_``), built by Hydra."""
+    loggers: list[Logger] = []
+    for name, entry in (spec or {}).items():
+        if not isinstance(entry, Mapping) or "_target_" not in entry:
+            continue
+        try:
+            logger = instantiate(entry)
+        except Exception as err:  # a missing package (wandb, mlflow, tensorboard) or a bad argument
+            cause = err.__cause__ or err
+            raise ConfigError(
+                f"logger.{name}",
+                f"cannot build {entry['_target_']}: {type(cause).__name__}: {str(cause).splitlines()[0][:200]} "
+                "(is its package installed? e.g. pip install tensorboard | wandb | mlflow)",
+            ) from err
+        if not isinstance(logger, Logger):
+            raise ConfigError(f"logger.{name}", f"{entry['_target_']} is not a Lightning Logger")
+        loggers.append(logger)
+    return loggers
+
+
+def hyperparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config as plain nested values (resolved where it can be), without Hydra's own settings."""
+    if isinstance(cfg, DictConfig):
+        try:
+            plain = OmegaConf.to_container(cfg, resolve=True)
+        except Exception:  # e.g. ${hydra:…} outside a Hydra run
+            plain = OmegaConf.to_container(cfg, resolve=False)
+    else:
+        plain = dict(cfg)
+    return {str(k): v for k, v in dict(plain).items() if k != "hydra"}  # type: ignore[union-attr,arg-type]
+
+
+def _loggers(cfg: Mapping[str, Any], log_dir: Path, flush_every: int) -> list[Logger]:
     loggers: list[Logger] = [ResumableCSVLogger(log_dir, flush_logs_every_n_steps=flush_every)]
-    if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE:
-        loggers.append(TensorBoardLogger(save_dir=output_dir, name="tensorboard", version="", default_hp_metric=False))
+    loggers += _extra_loggers(cfg.get("logger"))
+    params = hyperparameters(cfg)
+    for logger in loggers:
+        logger.log_hyperparams(params)
     return loggers
 
 
@@ -206,7 +248,7 @@ def build_trainer(
         benchmark=t.get("benchmark"),
         enable_progress_bar=bool(_key(t, "enable_progress_bar")),
         default_root_dir=out,
-        logger=_loggers(out, Path(log_dir) if log_dir is not None else out, max(1, log_every)),
+        logger=_loggers(cfg, Path(log_dir) if log_dir is not None else out, max(1, log_every)),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
     )

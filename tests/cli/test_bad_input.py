@@ -31,7 +31,13 @@ from tests.cli.bssl_runner import (
     run_subprocess,
 )
 from tests.finetune.tiny_model import TINY
-from tests.ssl_pretrain.data.bad_files import save_nifti, save_with_sform, truncate, write_garbage
+from tests.ssl_pretrain.data.bad_files import (
+    save_nifti,
+    save_with_sform,
+    save_without_orientation,
+    truncate,
+    write_garbage,
+)
 from tests.synthetic import write_synthetic_bids
 
 MODALITIES = ["T1w", "T2w", "FA", "MD"]
@@ -242,6 +248,39 @@ def test_degenerate_affine(cohort: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert_one_clear_error(result, _t2(cohort), problem="degenerate affine")
 
 
+@pytest.mark.parametrize(
+    ("sizes", "problem"),
+    [((0.0, 0.0, 0.0), "voxel sizes (pixdim) [0.0, 0.0, 0.0]"), ((2.0, float("nan"), 2.0), "voxel sizes (pixdim)")],
+    ids=["zero-voxel-sizes", "nan-voxel-size"],
+)
+def test_guessed_voxel_sizes(
+    cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], sizes: tuple[float, float, float], problem: str
+) -> None:
+    save_without_orientation(_t2(cohort), np.ones(SHAPE, np.float32), sizes)
+    result = _bssl(finetune_args(tmp_path, cohort), capsys)
+    line = assert_one_clear_error(result, _t2(cohort), problem=problem)
+    assert "guessed" in line
+
+
+def test_no_qform_or_sform_while_the_subjects_other_images_have_one(
+    cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_without_orientation(_t2(cohort), np.ones(SHAPE, np.float32), (SPACING,) * 3)
+    result = _bssl(finetune_args(tmp_path, cohort), capsys)
+    line = assert_one_clear_error(result, _t2(cohort), problem="neither qform nor sform")
+    assert "data.allow_guessed_geometry=true" in line
+
+
+def test_guessed_geometry_is_accepted_when_the_user_opts_in(
+    cohort: Path, tmp_path: Path, model_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_without_orientation(_t2(cohort), np.ones(SHAPE, np.float32), (0.0, 0.0, 0.0))
+    args = predict_args(tmp_path, model_run, cohort, "predict.subjects=[sub-01]", "data.allow_guessed_geometry=true")
+    result = _bssl(args, capsys)
+    assert result.code == 0, result.output
+    assert "accepted (data.allow_guessed_geometry=true)" in result.output
+
+
 def test_zero_sized_image(cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     save_nifti(_t2(cohort), np.zeros((0, *SHAPE[1:]), np.float32), _affine())
     result = _bssl(finetune_args(tmp_path, cohort), capsys)
@@ -267,7 +306,7 @@ def test_anisotropic_voxels_run_with_a_warning(
     (warning,) = [line for line in result.output.splitlines() if "anisotropic voxels" in line]
     assert str(t2) in warning and "[1.0, 1.0, 4.0]" in warning
     (run,) = run_dirs(tmp_path / "runs", "predict")
-    dseg = nib.load(run / "bssl/sub-01/anat/sub-01_desc-tissue_dseg.nii.gz")
+    dseg = nib.load(run / "bssl/sub-01/anat/sub-01_desc-bsslTissue_dseg.nii.gz")
     assert dseg.shape == SHAPE  # the reference (T1w) grid, the anisotropic T2w resampled onto it
     assert str(t2) in (run / "run.log").read_text()
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -15,8 +18,10 @@ from finetune.policy import build_segmentation_net
 from finetune.predict import run
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.data.cache import preprocessing_settings
+from ssl_pretrain.data.validate import load_records
 from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.models.checkpoint import save_weights
+from tests.bids_validator import validate
 from tests.finetune.tiny_model import TINY
 from tests.synthetic import write_synthetic_bids
 
@@ -71,7 +76,7 @@ def test_predict_writes_native_dseg_and_volumes(tmp_path, dataset, model_run):
     assert desc["DatasetType"] == "derivative"
     for sub in ("01", "02", "03"):
         src = nib.load(dataset / f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz")
-        dseg = nib.load(deriv / f"sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.nii.gz")
+        dseg = nib.load(deriv / f"sub-{sub}/anat/sub-{sub}_desc-bsslTissue_dseg.nii.gz")
         assert dseg.shape == src.shape
         assert np.allclose(dseg.affine, src.affine)
         labels = np.asarray(dseg.dataobj)
@@ -80,15 +85,15 @@ def test_predict_writes_native_dseg_and_volumes(tmp_path, dataset, model_run):
             nib.load(dataset / f"derivatives/labels/sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.nii.gz").dataobj
         )
         assert (labels[truth == 0] > 0).mean() < 0.05  # background outside the brain mask (up to resampling)
-        probseg = nib.load(deriv / f"sub-{sub}/anat/sub-{sub}_desc-tissue_probseg.nii.gz")
+        probseg = nib.load(deriv / f"sub-{sub}/anat/sub-{sub}_desc-bsslTissue_probseg.nii.gz")
         assert probseg.shape == (*src.shape, 3) and np.allclose(probseg.affine, src.affine)
-        assert (deriv / f"sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.tsv").is_file()
+        assert (deriv / f"sub-{sub}/anat/sub-{sub}_desc-bsslTissue_dseg.tsv").is_file()
     vols = pd.read_csv(out / "volumes.tsv", sep="\t")
     assert set(vols["participant_id"]) == {"sub-01", "sub-02", "sub-03"}
     assert set(vols["region"]) == {"whole_brain", "subcortical", "brainstem"}
     assert set(vols.loc[vols.participant_id == "sub-02", "group"]) == {"ALS"}
     # volumes are voxel counts of the written dseg x the native voxel volume
-    dseg = np.asarray(nib.load(deriv / "sub-01/anat/sub-01_desc-tissue_dseg.nii.gz").dataobj)
+    dseg = np.asarray(nib.load(deriv / "sub-01/anat/sub-01_desc-bsslTissue_dseg.nii.gz").dataobj)
     whole = vols[(vols.participant_id == "sub-01") & (vols.region == "whole_brain")].iloc[0]
     assert whole["GM_mm3"] == pytest.approx((dseg == 2).sum() * 1.5**3)
 
@@ -104,7 +109,7 @@ def test_t1w_only_and_nifti_inputs(tmp_path, dataset, model_run):
     out = run(cfg)
     for sub in ("01", "03"):
         src = nib.load(dataset / f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz")
-        dseg = nib.load(out / f"bssl/sub-{sub}/anat/sub-{sub}_desc-tissue_dseg.nii.gz")
+        dseg = nib.load(out / f"bssl/sub-{sub}/anat/sub-{sub}_desc-bsslTissue_dseg.nii.gz")
         assert dseg.shape == src.shape and np.allclose(dseg.affine, src.affine)
     vols = pd.read_csv(out / "volumes.tsv", sep="\t")
     assert vols["region"].tolist() == ["whole_brain", "whole_brain"]  # no regions map for raw inputs
@@ -119,7 +124,7 @@ def test_t1w_only_equals_a_subject_without_the_other_modalities(tmp_path, datase
         nib.load(only_t1 / "sub-01/anat/sub-01_T1w.nii.gz").get_fdata(),
         nib.load(dataset / "sub-01/anat/sub-01_T1w.nii.gz").get_fdata(),
     )
-    path = "bssl/sub-01/anat/sub-01_desc-tissue_probseg.nii.gz"
+    path = "bssl/sub-01/anat/sub-01_desc-bsslTissue_probseg.nii.gz"
     common = ["predict.subjects=[sub-01]", "predict.save_probabilities=true"]
     full = run(_cfg(tmp_path / "a", dataset, model_run, *common))
     t1 = run(_cfg(tmp_path / "b", dataset, model_run, *common, "predict.modalities=[T1w]"))
@@ -146,3 +151,66 @@ def test_errors(tmp_path, dataset, model_run):
     save_weights(build_segmentation_net(TINY, 4, 4, "full").encoder, enc / "encoder.pt", {"modalities": MODALITIES})
     with pytest.raises(CheckpointError, match="not a fine-tuned segmentation model"):
         run(_cfg(tmp_path, dataset, enc))
+
+
+@pytest.mark.parametrize(
+    ("output", "per_class"), [("run", False), ("in_dataset", True)], ids=["run-dir", "in-dataset-per-class"]
+)
+def test_predictions_are_a_valid_bids_derivative(tmp_path, model_run, output, per_class):
+    dataset = write_synthetic_bids(tmp_path / "bids", n_subjects=2, shape=(20, 24, 20), spacing=1.5)
+    raw_files = {p: p.stat().st_mtime_ns for p in dataset.rglob("*") if p.is_file()}
+    extra = [
+        f"predict.output={output}",
+        "predict.save_probabilities=true",
+        f"predict.probabilities_per_class={per_class}",
+    ]
+    out = run(_cfg(tmp_path, dataset, model_run, *extra))
+    root = out / "bssl" if output == "run" else dataset / "derivatives" / "bssl"
+    report = validate(root)
+    print(f"bids-validator on {root}: {len(report.errors())} errors, warnings {report.warnings()}")
+    assert report.errors() == []
+    assert {p: p.stat().st_mtime_ns for p in raw_files} == raw_files  # no input file touched
+    written = {p for p in dataset.rglob("*") if p.is_file()} - set(raw_files)
+    assert all(root in p.parents for p in written)  # only the derivative folder was added
+    desc = json.loads((root / "dataset_description.json").read_text())
+    for sub in ("01", "02"):
+        t1 = nib.load(dataset / f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz")
+        for path in (root / f"sub-{sub}/anat").glob("*.nii.gz"):
+            img = nib.load(path)
+            assert (img.header["qform_code"], img.header["sform_code"]) == (
+                t1.header["qform_code"],
+                t1.header["sform_code"],
+            )
+            assert np.allclose(img.affine, t1.affine)
+        sidecar = json.loads((root / f"sub-{sub}/anat/sub-{sub}_desc-bsslTissue_dseg.json").read_text())
+        for uri in [*sidecar["Sources"], sidecar["SpatialReference"]]:
+            _, name, inside = uri.split(":", 2)  # bids:<dataset>:<path>
+            link = desc["DatasetLinks"][name]
+            base = Path(link.removeprefix("file://")) if link.startswith("file:") else root / link
+            assert (base / inside).is_file(), uri
+    if output == "in_dataset":  # predictions are never read back as labels
+        data = compose_config("predict", [f"data.root={dataset}"]).data
+        for record in load_records(data):
+            assert "derivatives/labels" in str(record.tissue)
+            assert all("bssl" not in str(p) for p in record.all_paths())
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_output_gets_the_umask_mode(tmp_path, dataset, model_run, umask):
+    before = os.umask(umask)
+    try:
+        out = run(_cfg(tmp_path, dataset, model_run, "predict.subjects=[sub-01]", "predict.save_probabilities=true"))
+    finally:
+        os.umask(before)
+    files = [p for p in out.rglob("*") if p.is_file() and p.name != ".run.lock"]
+    assert len(files) > 10
+    modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes  # 0o644 (group-readable) under umask 022
+
+
+def test_output_elsewhere_in_the_dataset_is_refused(tmp_path, dataset, model_run):
+    with pytest.raises(ConfigError, match=r"predict\.output.*outside derivatives"):
+        run(_cfg(tmp_path, dataset, model_run, f"predict.output={dataset / 'sub-01'}"))
+    inputs = [f"predict.inputs=[{dataset / 'sub-01/anat/sub-01_T1w.nii.gz'}]", "predict.output=in_dataset"]
+    with pytest.raises(ConfigError, match=r"predict\.output.*in_dataset needs data\.root"):
+        run(_cfg(tmp_path / "b", dataset, model_run, *inputs))

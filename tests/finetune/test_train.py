@@ -112,7 +112,7 @@ def test_subcortical_then_brainstem_then_predict(tmp_path, cohort, pretrain_run)
     )
     for key in ("sub-01", "sub-08"):
         src = nib.load(cohort / key / "anat" / f"{key}_T1w.nii.gz")
-        dseg = nib.load(out / "bssl" / key / "anat" / f"{key}_desc-tissue_dseg.nii.gz")
+        dseg = nib.load(out / "bssl" / key / "anat" / f"{key}_desc-bsslTissue_dseg.nii.gz")
         assert dseg.shape == src.shape and np.allclose(dseg.affine, src.affine)
     vols = pd.read_csv(out / "volumes.tsv", sep="\t")
     assert len(set(vols["participant_id"])) == 8

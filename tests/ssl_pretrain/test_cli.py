@@ -50,3 +50,38 @@ def test_predict_model_alias():
 
     assert _apply_aliases("predict", ["model=/runs/x", "data.root=d"]) == ["predict.model=/runs/x", "data.root=d"]
     assert _apply_aliases("pretrain", ["model=gpu"]) == ["model=gpu"]
+
+
+def test_command_help_is_titled_and_shows_groups_and_commented_config(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "method=simclr", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("bssl pretrain: ")
+    assert "logger       csv*, mlflow, tensorboard, wandb" in out  # every group, the choice marked
+    assert "method       mae, mae_simclr, simclr*, vicreg" in out  # overrides change the choice
+    assert "# model initialisation, patch sampling, augmentation and masks" in out  # pretrain.yaml's comments
+    assert "configs/method/simclr.yaml" in out and "configs/trainer/default.yaml" in out  # cpu pulls default
+
+
+def test_command_help_imports_no_heavy_library():
+    """--help is fast because torch, Lightning and MONAI are imported only when a command runs."""
+    code = (
+        "import sys\n"
+        "from ssl_pretrain.cli import main\n"
+        "try:\n"
+        "    main(['predict', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'monai', 'torchio', 'nibabel') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "bssl predict: " in proc.stdout and "HEAVY []" in proc.stdout, proc.stdout[-500:]
+
+
+def test_command_help_with_a_bad_override_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "method=simclrr", "--help"])
+    assert exc.value.code == 2
+    assert "no option 'simclrr'" in capsys.readouterr().err

@@ -454,3 +454,70 @@ def test_ddp_trains_on_two_cpu_processes_over_gloo(tmp_path):
     assert ranks[0]["digest"] == ranks[1]["digest"]  # gradients were all-reduced: identical weights
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 4 and len(state["bssl_rng_states"]) == 2  # both ranks' random states
+
+
+# --- loggers and Lightning internals ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["csv", "tensorboard", "wandb", "mlflow"])
+def test_every_logger_option_composes_and_names_a_lightning_logger(option):
+    from hydra.utils import get_class
+    from lightning.pytorch.loggers import Logger
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=[f"logger={option}"])
+    entries = OmegaConf.to_container(cfg.logger, resolve=False)
+    assert (entries == {}) == (option == "csv")
+    for entry in entries.values():
+        assert issubclass(get_class(entry["_target_"]), Logger)
+
+
+def test_logger_group_adds_loggers_and_every_logger_gets_the_hyperparameters(tmp_path):
+    cfg = trainer_cfg(max_steps=2, checkpoint_every_n_steps=2)
+    extra = {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(tmp_path / "extra"), "name": "x"}
+    cfg.merge_with({"logger": {"second": extra}, "seed": 7})
+    fit(cfg, tmp_path / "run")
+    own = OmegaConf.load(tmp_path / "run" / "hparams.yaml")
+    assert own.seed == 7 and own.trainer.max_steps == 2  # the resolved run config
+    (theirs,) = (tmp_path / "extra" / "x").glob("version_*/hparams.yaml")
+    assert OmegaConf.load(theirs).seed == 7
+    assert (tmp_path / "run" / "metrics.csv").is_file()  # metrics.csv is always written
+
+
+def test_a_logger_whose_package_is_missing_is_a_config_error(tmp_path):
+    cfg = trainer_cfg()
+    cfg.merge_with({"logger": {"missing": {"_target_": "no_such_package.Logger"}}})
+    with pytest.raises(ConfigError, match=r"logger\.missing.*no_such_package\.Logger"):
+        build_trainer(cfg, tmp_path)
+
+
+def test_csv_logger_widens_its_header_and_drops_rows_on_resume(tmp_path):
+    from ssl_pretrain.training.logger import ResumableCSVLogger
+
+    logger = ResumableCSVLogger(tmp_path, flush_logs_every_n_steps=100)
+    logger.log_metrics({"a": torch.tensor(1.0)}, step=0)
+    logger.save()
+    logger.log_metrics({"a": 2.0, "b": 3.0}, step=1)
+    logger.log_metrics({"a": 4.0}, step=2)
+    logger.finalize("success")
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [(r["step"], r["a"], r["b"]) for r in rows] == [("0", "1.0", ""), ("1", "2.0", "3.0"), ("2", "4.0", "")]
+    ResumableCSVLogger(tmp_path).drop_rows_from(2)  # a new run in the same directory keeps the file
+    assert [r["step"] for r in csv.DictReader((tmp_path / "metrics.csv").open())] == ["0", "1"]
+
+
+def test_lightning_private_fit_loop_data_source_still_finds_the_training_dataset(tmp_path):
+    """SamplerPositionCallback reads ``trainer.fit_loop._data_source`` (no public API finds the loader given
+    to ``fit`` before it is set up); pyproject bounds lightning below the next minor release. If this fails,
+    Lightning changed that private attribute: update ``callbacks._train_dataset`` before raising the bound."""
+    seen = []
+
+    class Probe(pl.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            seen.append(callbacks_module._train_dataset(trainer))
+
+    data = loader()
+    seed_everything(0)
+    trainer = build_trainer(trainer_cfg(max_steps=1, checkpoint_every_n_steps=1), tmp_path, extra_callbacks=[Probe()])
+    trainer.fit(Tiny(OPTIM, 1), data)
+    assert seen == [data.dataset], "Lightning's private fit_loop._data_source changed: see this test's docstring"

@@ -5,8 +5,14 @@ Layout (the same as ``tests/synthetic.py`` writes)::
     dataset_description.json  README  participants.tsv  participants.json
     sub-XX/anat/sub-XX_T1w.nii.gz (+ .json)  sub-XX_T2w.nii.gz (+ .json)
     derivatives/dwi/      sub-XX/dwi/sub-XX_space-T1w_model-tensor_param-{fa,md}_dwimap.nii.gz
-    derivatives/labels/   sub-XX/anat/sub-XX_desc-{tissue,regions}_dseg.nii.gz (+ same-stem .tsv)
+    derivatives/labels/   sub-XX/anat/sub-XX_desc-{tissue,regions}_dseg.nii.gz (+ same-stem .tsv, .json)
     derivatives/simulation/subject_truth.tsv (+ .json)  effects.json
+
+Every dataset (the raw one and each derivative) passes the BIDS validator on its own: the BEP016 diffusion
+names (not yet in the specification) and the simulation's tables are listed in ``.bidsignore``; the label
+maps' ``dseg.tsv`` have a ``color`` column and their sidecars a ``SpatialReference`` (the subject's T1w,
+a BIDS URI resolved by the ``DatasetLinks`` of ``dataset_description.json``); ``GeneratedBy`` records the
+toolkit's revision and library versions (:func:`ssl_pretrain.provenance.generated_by`).
 
 Everything is built in a hidden sibling directory and renamed into place at the end, so an
 interrupted run leaves nothing that looks complete; a directory that holds something other than a
@@ -29,14 +35,23 @@ import numpy as np
 
 import ssl_pretrain
 from ssl_pretrain.data.demo.simulate import SimulationSettings, SubjectData
-from ssl_pretrain.data.labels import REGIONS, TISSUE_CLASSES
+from ssl_pretrain.data.labels import regions_dseg_tsv, tissue_dseg_tsv
 from ssl_pretrain.errors import DataError
+from ssl_pretrain.provenance import generated_by
 
 log = logging.getLogger(__name__)
 
 GENERATOR = "brainstem-ssl demo-data"
 BIDS_VERSION = "1.9.0"
 DWI_STEMS = {"fa": "space-T1w_model-tensor_param-fa_dwimap", "md": "space-T1w_model-tensor_param-md_dwimap"}
+# .bidsignore of each derivative: names a BIDS extension proposal defines (BEP016 diffusion model maps) and
+# the simulation's own tables, none of which the validator's schema knows yet
+BIDSIGNORE = {"dwi": "*_dwimap.nii.gz\n*_dwimap.json\n", "simulation": "subject_truth.*\neffects.json\n"}
+DERIVATIVE_DESCRIPTIONS = {
+    "dwi": "Simulated diffusion-tensor maps (FA, MD in mm^2/s) on their own diffusion grid.",
+    "labels": "Ground-truth tissue (0 bg, 1 CSF, 2 GM, 3 WM) and region label maps of the simulation.",
+    "simulation": "True per-subject effects and parameters of the simulation.",
+}
 README = """\
 SIMULATED DATA: brainstem-ssl demo cohort
 ==========================================
@@ -61,14 +76,18 @@ Seed: {seed}. Voxel size: {spacing} mm.
 
 
 def _description(name: str, dataset_type: str, description: str) -> dict[str, object]:
-    return {
+    desc: dict[str, object] = {
         "Name": name,
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": dataset_type,
         "License": "CC0",
         "Authors": ["brainstem-ssl (simulation)"],
-        "GeneratedBy": [{"Name": GENERATOR, "Version": ssl_pretrain.__version__, "Description": description}],
+        "GeneratedBy": [generated_by(description, name=GENERATOR)],
     }
+    if dataset_type == "derivative":
+        desc["DatasetLinks"] = {"raw": "../../"}  # derivatives/<name>/ inside the simulated raw dataset
+        desc["SourceDatasets"] = [{"URL": "../../"}]
+    return desc
 
 
 def is_demo_cohort(root: str | Path) -> bool:
@@ -172,14 +191,16 @@ class CohortWriter:
                 t / "derivatives" / "dwi" / sub / "dwi" / f"{sub}_{DWI_STEMS[param]}.nii.gz", vol, data.dwi_affine
             )
         labels = t / "derivatives" / "labels" / sub / "anat"
-        tables = {
-            "tissue": dict(TISSUE_CLASSES),
-            "regions": {0: "background", **{i: REGIONS[i] for i in sorted(data.region_ids)}},
-        }
+        tables = {"tissue": tissue_dseg_tsv(), "regions": regions_dseg_tsv(data.region_ids)}
         for desc, vol in (("tissue", data.tissue), ("regions", data.regions)):
             save_nifti(labels / f"{sub}_desc-{desc}_dseg.nii.gz", vol, data.anat_affine)
-            rows = [{"index": i, "name": name} for i, name in tables[desc].items()]
-            _write_tsv(labels / f"{sub}_desc-{desc}_dseg.tsv", rows)
+            (labels / f"{sub}_desc-{desc}_dseg.tsv").write_text(tables[desc])
+            sidecar = {
+                "Description": f"simulated ground-truth {desc} labels (SIMULATION)",
+                "Manual": False,
+                "SpatialReference": f"bids:raw:{sub}/anat/{sub}_T1w.nii.gz",
+            }
+            _write_json(labels / f"{sub}_desc-{desc}_dseg.json", sidecar)
         self.participants.append({"participant_id": sub, "group": data.group, "age": data.age, "sex": data.sex})
         self.truth.append({"participant_id": sub, **data.truth})
 
@@ -215,13 +236,12 @@ class CohortWriter:
                 "sex": {"Description": "simulated sex", "Levels": {"M": "male", "F": "female"}},
             },
         )
-        for name, text in (
-            ("dwi", "Simulated diffusion-tensor maps (FA, MD in mm^2/s) on their own diffusion grid."),
-            ("labels", "Ground-truth tissue (0 bg, 1 CSF, 2 GM, 3 WM) and region label maps of the simulation."),
-            ("simulation", "True per-subject effects and parameters of the simulation."),
-        ):
+        for name, text in DERIVATIVE_DESCRIPTIONS.items():
             desc = _description(f"brainstem-ssl demo cohort: {name} (SIMULATION)", "derivative", text)
             _write_json(t / "derivatives" / name / "dataset_description.json", desc)
+            (t / "derivatives" / name / "README").write_text(f"SIMULATED DATA (bssl demo-data): {text}\n")
+            if name in BIDSIGNORE:
+                (t / "derivatives" / name / ".bidsignore").write_text(BIDSIGNORE[name])
         sim = t / "derivatives" / "simulation"
         _write_tsv(sim / "subject_truth.tsv", self.truth)
         _write_json(sim / "subject_truth.json", TRUTH_COLUMNS)

@@ -5,6 +5,7 @@ Shared by the data-layer tests; the CLI reliability tests can reuse the writers.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,4 +53,18 @@ def truncate(path: Path, keep: float = 2 / 3) -> Path:
 def write_garbage(path: Path, n_bytes: int = 2000) -> Path:
     """Overwrite ``path`` with random bytes."""
     path.write_bytes(np.random.default_rng(1).bytes(n_bytes))
+    return path
+
+
+def save_without_orientation(path: Path, data: np.ndarray, voxel_sizes: tuple[float, float, float]) -> Path:
+    """Write an image with qform_code = sform_code = 0 and exactly these stored voxel sizes (pixdim[1:4]).
+
+    nibabel refuses to write zero sizes, so the header bytes are patched (NIfTI-1: pixdim at byte 76).
+    """
+    img = nib.Nifti1Image(data, None)
+    img.header["qform_code"] = img.header["sform_code"] = 0
+    raw = bytearray(img.to_bytes())
+    raw[80:92] = np.asarray(voxel_sizes, dtype="<f4").tobytes()  # pixdim[1], [2], [3]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(bytes(raw)) if path.name.endswith(".gz") else bytes(raw))
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from ssl_pretrain.data.bids import discover, find_dseg_table, parse_name, read_dseg_tsv
+from ssl_pretrain.errors import DataError
 from tests.ssl_pretrain.data.bad_files import raises_naming, save_nifti
 from tests.synthetic import REGIONS_TSV, TISSUE_TSV, write_synthetic_bids
 
@@ -299,3 +301,21 @@ def test_same_modality_in_raw_and_derivatives_is_ambiguous(tmp_path: Path) -> No
     with raises_naming(root, "sub-01: 2 candidate FA files") as info:
         discover(root, MODALITIES)
     assert str(raw_fa) in str(info.value) and "param-fa_dwimap" in str(info.value)
+
+
+def test_derivatives_generated_by_the_toolkit_are_skipped(tmp_path: Path) -> None:
+    """bssl predict's own output (GeneratedBy brainstem-ssl) is never an input, even with a colliding desc."""
+    root = write_synthetic_bids(tmp_path / "bids", n_subjects=1, shape=(8, 8, 8))
+    ours = root / "derivatives" / "bssl"
+    anat = ours / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (ours / "dataset_description.json").write_text(
+        json.dumps({"Name": "p", "BIDSVersion": "1.9.0", "GeneratedBy": [{"Name": "brainstem-ssl"}]})
+    )
+    labels = root / "derivatives/labels/sub-01/anat"
+    for name in ("sub-01_desc-tissue_dseg.nii.gz", "sub-01_desc-tissue_dseg.tsv"):
+        shutil.copy(labels / name, anat / name)
+    (record,) = discover(root, ["T1w"])
+    assert record.tissue == labels / "sub-01_desc-tissue_dseg.nii.gz"
+    with pytest.raises(DataError, match="2 candidate tissue files"):
+        discover(root, ["T1w"], skip_generated_by=[])

@@ -206,7 +206,7 @@ def test_region_names_map_to_canonical_indices_and_bad_labels_are_refused(datase
     with pytest.raises(DataError, match=r"desc-regions_dseg.nii.gz.*label values 10"):
         preprocess([record], cfg, cache, progress=False)
     record.tissue_tsv.write_text("index\tname\n0\tbackground\n1\tCSF\n2\tGM\n3\tbone\n")
-    with pytest.raises(DataError, match="'bone' is not a tissue class"):
+    with pytest.raises(DataError, match="label 3 'bone' has no tissue class"):
         preprocess([record], cfg, cache, progress=False)
     assert not list(cache.glob(".tmp-*"))
 

@@ -27,7 +27,14 @@ from ssl_pretrain.data.validate import (
     world_bounds,
 )
 from ssl_pretrain.errors import ConfigError
-from tests.ssl_pretrain.data.bad_files import raises_naming, save_nifti, save_with_sform, truncate, write_garbage
+from tests.ssl_pretrain.data.bad_files import (
+    raises_naming,
+    save_nifti,
+    save_with_sform,
+    save_without_orientation,
+    truncate,
+    write_garbage,
+)
 from tests.synthetic import write_synthetic_bids
 
 MODALITIES = ["T1w", "T2w", "FA", "MD"]
@@ -256,3 +263,21 @@ def test_dataset_fingerprint(bids: Path, tmp_path: Path) -> None:
     _fa(bids).unlink()
     with raises_naming(_fa(bids), "cannot be read"):
         dataset_fingerprint(records)
+
+
+def test_guessed_geometry_is_an_error_unless_allowed(bids: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fa = _fa(bids)
+    shape = np.asarray(load_volume(fa)[0]).shape
+    save_without_orientation(fa, np.ones(shape, np.float32), (2.0, 2.0, 2.0))  # a position made up, beside T1w's
+    with raises_naming(fa, "neither qform nor sform"):
+        validate_record(discover(bids, MODALITIES)[0])
+    with caplog.at_level(logging.WARNING):
+        validate_record(discover(bids, MODALITIES)[0], allow_guessed_geometry=True)
+    assert "accepted (data.allow_guessed_geometry=true)" in caplog.text
+    save_without_orientation(fa, np.ones(shape, np.float32), (0.0, 2.0, 2.0))
+    with raises_naming(fa, r"voxel sizes \(pixdim\) \[0.0, 2.0, 2.0\]"):
+        validate_record(discover(bids, MODALITIES)[0])
+    validate_record(discover(bids, MODALITIES)[0], allow_guessed_geometry=True)
+    cfg = OmegaConf.create({"root": str(bids), "modalities": MODALITIES, "allow_guessed_geometry": False})
+    with raises_naming(fa, "guessed"):
+        load_records(cfg)
