@@ -29,11 +29,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ssl_pretrain.data.demo import brainstem as bs
+from ssl_pretrain.data.demo import nucleus_maps as nm
 from ssl_pretrain.data.demo.templates import load_raw_templates
 from ssl_pretrain.data.labels import REGION_INDEX, REGIONS
 
 EXTRAPOLATE_BELOW_Z = -63.0  # atlas labels at this MNI z are carried down to the template's lowest slice
-BRAINSTEM_TRACT_COHERENCE = 0.3
+BRAINSTEM_TRACT_COHERENCE = nm.BRAINSTEM_TRACT_COHERENCE
 ATROPHY_FALLOFF_MM = 3.0  # Gaussian fall-off of the atrophy deformation outside the pons + medulla
 ATROPHY_MARGIN_MM = 3.0  # in-plane margin around the brainstem where the atrophy weight is still 1
 ATROPHY_MARGIN_Z_MM = 1.5  # margin above the pons' top (into the midbrain) where it is still 1
@@ -67,6 +68,10 @@ class Anatomy:
         atrophy_weight: 1 in pons + medulla, Gaussian fall-off outside (where the atrophy warp acts).
         axis_z, axis_xy: lower-brainstem centre line, ``(Z,)`` heights and ``(Z, 2)`` centroids (mm).
         brain_bbox: MNI min and max corners (mm) of the template brain, ``(2, 3)``.
+        parenchyma: ICBM GM + WM (the parenchyma fraction the brainstem rule keeps).
+        stem_blend: the brainstem rule's blend (1 in the brainstem, Gaussian 1 mm edge).
+        cst_atlas: Juelich corticospinal probability above the pons (0 below).
+        tracts: Juelich probability of the other white-matter tracts.
     """
 
     affine: np.ndarray
@@ -83,6 +88,10 @@ class Anatomy:
     axis_z: np.ndarray
     axis_xy: np.ndarray
     brain_bbox: np.ndarray
+    parenchyma: np.ndarray
+    stem_blend: np.ndarray
+    cst_atlas: np.ndarray
+    tracts: np.ndarray
 
 
 def _atlas_regions(nmm: np.ndarray, names: dict[int, str], axes: tuple, gm, wm, csf) -> np.ndarray:
@@ -172,7 +181,8 @@ def build_anatomy() -> Anatomy:
     stem = np.isin(regions, [REGION_INDEX[n] for n in ("midbrain", "pons", "medulla")])
     nuclei[box] = ndi.gaussian_filter(inside.astype(np.float32), 0.5) * (1.0 - tube[box])
     above = (axes[2] > bs.PONS_TOP_Z)[None, None, :]
-    cst = np.maximum(np.where(above, raw.cst[crop], 0.0), tube).astype(np.float32)
+    cst_atlas = np.where(above, raw.cst[crop], 0.0).astype(np.float32)
+    cst = np.maximum(cst_atlas, tube).astype(np.float32)
     beta = np.zeros(gm.shape, np.float32)
     beta[box] = np.clip(ndi.gaussian_filter(stem[box].astype(np.float32), 1.0), 0.0, 1.0)
     parenchyma = gm + wm
@@ -205,6 +215,10 @@ def build_anatomy() -> Anatomy:
         axis_z=axis_z,
         axis_xy=axis_xy,
         brain_bbox=bbox.astype(np.float64),
+        parenchyma=parenchyma.astype(np.float32),
+        stem_blend=beta,
+        cst_atlas=cst_atlas,
+        tracts=raw.tracts[crop].astype(np.float32),
     )
 
 
@@ -221,6 +235,8 @@ class TemplateGrid:
         region_ids: canonical region index of each region channel.
         atrophy_weight: ``(X, Y, Z)`` atrophy weight on this grid.
         axis_z, axis_xy: lower-brainstem centre line (mm).
+        stem: template maps in a box around the brainstem, from which each subject's brainstem tissue is
+            recomputed (:mod:`~ssl_pretrain.data.demo.nucleus_maps`); the channels hold the template's.
     """
 
     spacing: float
@@ -231,6 +247,7 @@ class TemplateGrid:
     atrophy_weight: np.ndarray
     axis_z: np.ndarray
     axis_xy: np.ndarray
+    stem: nm.StemBox
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -277,6 +294,7 @@ def template_grid(spacing: float) -> TemplateGrid:
     channels = np.stack([_resample(v, factor) for v in vols])
     np.clip(channels, 0.0, 1.0, out=channels)
     names = TISSUE_CHANNELS + MAP_CHANNELS + tuple(f"region:{REGIONS[i]}" for i in region_ids)
+    stem = _stem_box(anat, channels, names, affine, factor)
     return TemplateGrid(
         spacing=float(spacing),
         affine=affine,
@@ -286,4 +304,30 @@ def template_grid(spacing: float) -> TemplateGrid:
         atrophy_weight=_resample(anat.atrophy_weight, factor),
         axis_z=anat.axis_z,
         axis_xy=anat.axis_xy,
+        stem=stem,
     )
+
+
+def _stem_box(
+    anat: Anatomy, channels: np.ndarray, names: tuple[str, ...], affine: np.ndarray, factor: float
+) -> nm.StemBox:
+    """Build the brainstem box and write the template's brainstem tissue into ``channels`` (in place).
+
+    Inside the box, GM/WM/CSF, the corticospinal tract and the coherence are recomputed on the output grid
+    by :func:`~ssl_pretrain.data.demo.nucleus_maps.brainstem_maps`, exactly as for a subject whose nuclei
+    sit at the template positions, so a subject differs from the template only by what it draws.
+    """
+    maps = {
+        "parenchyma": _resample(anat.parenchyma, factor),
+        "blend": _resample(anat.stem_blend, factor),
+        "gm_outside": _resample((1.0 - anat.stem_blend) * anat.gm_icbm, factor),
+        "csf": channels[names.index("csf")],
+        "cst_atlas": _resample(anat.cst_atlas, factor),
+        "tracts": _resample(anat.tracts, factor),
+    }
+    stem_membership = sum(channels[names.index(f"region:{n}")] for n in ("midbrain", "pons", "medulla"))
+    stem = nm.make_stem_box(stem_membership, affine, maps)  # type: ignore[arg-type]
+    template = nm.brainstem_maps(stem)
+    for name in ("gm", "wm", "csf", "cst", "coherence"):
+        channels[names.index(name)][stem.box] = template[name]
+    return stem

@@ -34,6 +34,7 @@ import nibabel as nib
 import numpy as np
 
 import ssl_pretrain
+from ssl_pretrain.data.demo import truth
 from ssl_pretrain.data.demo.simulate import SimulationSettings, SubjectData
 from ssl_pretrain.data.labels import regions_dseg_tsv, tissue_dseg_tsv
 from ssl_pretrain.errors import DataError
@@ -284,6 +285,8 @@ TRUTH_COLUMNS = {
     "brainstem_wm_volume_mm3": "white matter inside the brainstem (mm^3)",
     "gm_volume_mm3": "whole-brain grey matter (mm^3)",
     "wm_volume_mm3": "whole-brain white matter (mm^3)",
+    "csf_volume_mm3": "whole-brain CSF (mm^3)",
+    **truth.COLUMNS,
     "cst_fa_mean": "noise-free FA in corticospinal-tract white matter at anatomical resolution",
     "*_t1_ms, *_t2_ms, *_pd": "tissue relaxation times (ms) and proton density used for this subject",
     "t1w_tr_ms, t1w_te_ms, t2w_tr_ms, t2w_te_ms": "sequence timings (ms)",

@@ -33,6 +33,9 @@ DIENCEPHALON_PLANE = ((-26.0, -2.0), (-12.0, -14.0))
 MIDBRAIN_HALF_WIDTH = 16.0  # |x| limit (mm) of the midbrain part of Ventral_DC (excludes the lateral geniculate)
 
 
+NUCLEUS_GROUPS = ("iron", "motor", "spared", "other")
+
+
 @dataclass(frozen=True)
 class Nucleus:
     """A grey-matter structure modelled as an ellipsoid (mirrored to both sides unless on the midline).
@@ -44,6 +47,8 @@ class Nucleus:
         radii: semi-axes (mm) along x, y, z before rotation.
         tilt_deg: rotation about the x axis (positive tips the long axis anterior-superior), degrees.
         yaw_deg: rotation about the z axis (positive turns the y axis toward +x), degrees.
+        group: ``iron`` (iron-rich: own relaxation knob), ``motor`` (lower motor neurons lost in ALS),
+            ``spared`` (ocular motor nuclei, spared in ALS: the within-brainstem control) or ``other``.
     """
 
     name: str
@@ -52,25 +57,33 @@ class Nucleus:
     radii: tuple[float, float, float]
     tilt_deg: float = 0.0
     yaw_deg: float = 0.0
+    group: str = "other"
 
 
 NUCLEI: tuple[Nucleus, ...] = (
     # midbrain
-    Nucleus("red nucleus", "midbrain", (5.0, -19.0, -8.0), (3.5, 4.0, 4.0)),
-    Nucleus("substantia nigra", "midbrain", (10.0, -16.0, -11.0), (2.5, 7.0, 3.0), tilt_deg=20.0, yaw_deg=30.0),
+    Nucleus("red nucleus", "midbrain", (5.0, -19.0, -8.0), (3.5, 4.0, 4.0), group="iron"),
+    Nucleus("substantia nigra", "midbrain", (10.0, -16.0, -11.0), (2.5, 7.0, 3.0), 20.0, 30.0, group="iron"),
     Nucleus("superior colliculus", "midbrain", (4.0, -33.0, -4.0), (3.5, 2.5, 2.5)),
     Nucleus("inferior colliculus", "midbrain", (5.0, -37.0, -11.0), (3.5, 2.5, 2.5)),
+    # oculomotor (III) nucleus: paramedian, ventral to the periaqueductal grey at the superior colliculus
+    Nucleus("oculomotor nucleus (III)", "midbrain", (2.5, -26.5, -7.0), (1.5, 1.5, 3.0), group="spared"),
     # pons: pontine nuclei of the basis pontis around the CST fascicles, and tegmental nuclei
     Nucleus("pontine nuclei (paramedian)", "pons", (3.5, -19.0, -33.0), (2.5, 4.0, 8.0)),
     Nucleus("pontine nuclei (ventral)", "pons", (7.0, -15.5, -33.0), (5.0, 2.0, 8.0)),
     Nucleus("pontine nuclei (lateral)", "pons", (13.0, -21.0, -32.0), (3.0, 4.5, 7.0)),
     Nucleus("locus coeruleus", "pons", (5.0, -37.0, -24.0), (1.5, 1.5, 4.0)),
-    Nucleus("trigeminal nuclei", "pons", (10.0, -31.0, -30.0), (2.5, 2.5, 3.0)),
-    Nucleus("facial/abducens nuclei", "pons", (6.0, -33.0, -39.0), (2.5, 2.5, 4.0)),
+    Nucleus("motor trigeminal nucleus (V)", "pons", (8.0, -29.0, -30.0), (2.0, 2.0, 2.5), group="motor"),
+    # abducens (VI): dorsomedial under the facial colliculus; facial (VII): ventrolateral tegmentum, caudal pons
+    Nucleus("abducens nucleus (VI)", "pons", (3.5, -35.0, -38.0), (1.5, 1.5, 2.0), group="spared"),
+    Nucleus("facial nucleus (VII)", "pons", (7.0, -31.0, -41.0), (2.0, 2.0, 3.0), group="motor"),
     Nucleus("vestibular nuclei", "pons", (9.0, -38.0, -42.0), (3.0, 2.5, 5.0)),
     # medulla
     Nucleus("inferior olive", "medulla", (7.0, -38.0, -53.0), (2.5, 2.5, 6.0)),
-    Nucleus("hypoglossal/dorsal vagal nuclei", "medulla", (2.5, -43.0, -50.0), (2.0, 2.0, 5.0)),
+    Nucleus("hypoglossal nucleus (XII)", "medulla", (2.0, -43.0, -51.0), (1.5, 1.5, 5.0), group="motor"),
+    Nucleus("dorsal motor nucleus of the vagus", "medulla", (4.5, -43.5, -50.0), (1.0, 1.5, 4.0)),
+    # nucleus ambiguus (IX/X): a thin column in the ventrolateral reticular formation, dorsolateral to the olive
+    Nucleus("nucleus ambiguus (IX/X)", "medulla", (7.5, -42.0, -50.0), (1.25, 1.25, 5.0), group="motor"),
     Nucleus("gracile/cuneate nuclei", "medulla", (4.0, -42.0, -61.0), (2.5, 2.0, 4.0)),
 )
 
@@ -132,34 +145,73 @@ def _span(axis: np.ndarray, lo: float, hi: float) -> slice:
     return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
 
 
-def nucleus_masks(axes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class PlacedNucleus:
+    """One side of a nucleus as placed in one subject (template space, mm).
+
+    Attributes:
+        nucleus: the template nucleus.
+        centre: ``(3,)`` MNI centre of this side (mirrored, then jittered).
+        radii: ``(3,)`` semi-axes (scaled).
+        rotation: ``(3, 3)`` orientation (mirrored for the left side).
+    """
+
+    nucleus: Nucleus
+    centre: np.ndarray
+    radii: np.ndarray
+    rotation: np.ndarray
+
+
+def place_nuclei(
+    rng: np.random.Generator | None = None, position_sd_mm: float = 0.0, size_sd: float = 0.0
+) -> list[PlacedNucleus]:
+    """Both sides of every nucleus, each side jittered independently.
+
+    Each side's centre moves by ``N(0, position_sd_mm)`` per axis and each semi-axis is scaled by
+    ``exp(N(0, size_sd))``. The same number of draws is made whatever the values (6 per side), so the
+    stream stays aligned when a setting changes; without ``rng`` the template placement is returned.
+    """
+    out = []
+    mirror = np.diag([-1.0, 1.0, 1.0])
+    for nuc in NUCLEI:
+        rot = _rotation(nuc.tilt_deg, nuc.yaw_deg)
+        for side in (1.0, -1.0):
+            shift, scale = (np.zeros(3), np.zeros(3)) if rng is None else (rng.normal(0, 1, 3), rng.normal(0, 1, 3))
+            centre = np.array([side * nuc.centre[0], nuc.centre[1], nuc.centre[2]]) + position_sd_mm * shift
+            radii = np.asarray(nuc.radii, np.float64) * np.exp(size_sd * scale)
+            out.append(PlacedNucleus(nuc, centre, radii, rot if side > 0 else mirror @ rot @ mirror))
+    return out
+
+
+def nucleus_masks(
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray], placement: list[PlacedNucleus] | None = None
+) -> dict[str, np.ndarray]:
     """Binary masks of every nucleus (both sides) and of the periaqueductal grey.
 
     Args:
         axes: voxel-centre coordinates (MNI mm) along x, y, z of an axis-aligned grid.
+        placement: where each nucleus side sits (:func:`place_nuclei`); the template placement if ``None``.
 
     Returns:
-        name -> ``(X, Y, Z)`` bool mask on that grid.
+        name -> ``(X, Y, Z)`` bool mask on that grid (1 = inside the nucleus).
     """
     shape = tuple(len(a) for a in axes)
-    masks: dict[str, np.ndarray] = {}
-    for nuc in NUCLEI:
-        rot = _rotation(nuc.tilt_deg, nuc.yaw_deg)
-        inside = np.zeros(shape, bool)
-        reach = max(nuc.radii)
-        for side in (1.0, -1.0):
-            centre = np.array([side * nuc.centre[0], nuc.centre[1], nuc.centre[2]], np.float32)
-            r = rot
-            if side < 0:  # mirror the orientation with the position
-                mirror = np.diag([-1.0, 1.0, 1.0])
-                r = mirror @ rot @ mirror
-            box = tuple(_span(a, c - reach, c + reach) for a, c in zip(axes, centre, strict=True))
-            xyz = grid_xyz(tuple(a[b] for a, b in zip(axes, box, strict=True)))  # type: ignore[arg-type]
-            local = (xyz - centre) @ r.astype(np.float32)  # coordinates in the ellipsoid's frame
-            inside[box] |= ((local / np.asarray(nuc.radii, np.float32)) ** 2).sum(-1) <= 1.0
-        masks[nuc.name] = inside
+    masks: dict[str, np.ndarray] = {nuc.name: np.zeros(shape, bool) for nuc in NUCLEI}
+    for placed in place_nuclei() if placement is None else placement:
+        reach = float(placed.radii.max())
+        box = tuple(_span(a, c - reach, c + reach) for a, c in zip(axes, placed.centre, strict=True))
+        if any(b.stop <= b.start for b in box):
+            continue
+        xyz = grid_xyz(tuple(a[b] for a, b in zip(axes, box, strict=True)))  # type: ignore[arg-type]
+        local = (xyz - placed.centre.astype(np.float32)) @ placed.rotation.astype(np.float32)
+        masks[placed.nucleus.name][box] |= ((local / placed.radii.astype(np.float32)) ** 2).sum(-1) <= 1.0
     masks["periaqueductal grey"] = polyline_distance(grid_xyz(axes), np.asarray(PAG_PATH)) <= PAG_RADIUS
     return masks
+
+
+def group_of(name: str) -> str:
+    """Nucleus group (:data:`NUCLEUS_GROUPS`) of a mask name from :func:`nucleus_masks`."""
+    return next((n.group for n in NUCLEI if n.name == name), "other")
 
 
 def polyline_distance(xyz: np.ndarray, points: np.ndarray, radii: np.ndarray | None = None) -> np.ndarray:
@@ -182,16 +234,18 @@ def polyline_distance(xyz: np.ndarray, points: np.ndarray, radii: np.ndarray | N
     return best
 
 
-def cst_tube(xyz: np.ndarray) -> np.ndarray:
+def cst_tube(xyz: np.ndarray, radius_scale: float = 1.0) -> np.ndarray:
     """Corticospinal-tract membership (0–1) of the brainstem segment, both sides.
 
-    1 inside the tube, Gaussian fall-off (sigma 1 mm) outside it.
+    1 inside the tube, Gaussian fall-off (sigma 1 mm) outside it. ``radius_scale`` shrinks the whole
+    profile about the centre line (radius and edge alike), so every cross-section's membership integral
+    scales by ``radius_scale**2`` (a patient's corticospinal atrophy).
     """
     path = np.asarray(CST_PATH, np.float32)
     out = np.zeros(xyz.shape[:3], np.float32)
     for side in (1.0, -1.0):
         pts = path[:, :3] * np.array([side, 1.0, 1.0], np.float32)
-        d = np.maximum(polyline_distance(xyz, pts, path[:, 3]), 0.0)
+        d = np.maximum(polyline_distance(xyz, pts, path[:, 3] * np.float32(radius_scale)) / radius_scale, 0.0)
         out = np.maximum(out, np.exp(-0.5 * d**2))
     return out
 

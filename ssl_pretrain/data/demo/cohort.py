@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ssl_pretrain.data.demo import brainstem as bs
+from ssl_pretrain.data.demo import nucleus_maps as nm
 from ssl_pretrain.data.demo.anatomy import build_anatomy, template_grid
 from ssl_pretrain.data.demo.bids_writer import CohortWriter
 from ssl_pretrain.data.demo.simulate import (
@@ -63,7 +64,53 @@ def expected_effects(settings: SimulationSettings) -> dict[str, float]:
     )
     out["brainstem_volume_diff_pct"] = 100 * (sum(after.values()) / sum(before.values()) - 1)
     out["cst_fa_diff_pct_pure_tract"] = -100.0 * settings.cst_fa_reduction
+    out.update(expected_tissue_effects(settings))
     return {key: round(float(v), 3) for key, v in out.items()}
+
+
+def _inverse_jacobian(axes: tuple[np.ndarray, ...], weight: np.ndarray, shrink: float) -> np.ndarray:
+    """``1 / det D A`` of the lower-brainstem atrophy warp at the grid points ``axes`` (volume scaling)."""
+    anat = build_anatomy()
+    xyz = bs.grid_xyz(axes)  # type: ignore[arg-type]
+    k = (1.0 / shrink - 1.0) * weight
+    cx = np.interp(xyz[..., 2], anat.axis_z, anat.axis_xy[:, 0])
+    cy = np.interp(xyz[..., 2], anat.axis_z, anat.axis_xy[:, 1])
+    mapped = [xyz[..., 0] + k * (xyz[..., 0] - cx), xyz[..., 1] + k * (xyz[..., 1] - cy), xyz[..., 2]]
+    spacing = [float(a[1] - a[0]) for a in axes]
+    jac = np.stack([np.stack(np.gradient(m, *spacing), -1) for m in mapped], -2)
+    return 1.0 / np.linalg.det(jac)
+
+
+def expected_tissue_effects(settings: SimulationSettings) -> dict[str, float]:
+    """Group differences (%) of brainstem tissue, motor nuclei and corticospinal volume at the mean effects.
+
+    Computed on the output grid's brainstem box in template space: the patient maps at the configured
+    mean motor-nucleus loss and corticospinal atrophy, weighted by the atrophy warp's volume change
+    (change of variables), against the template maps.
+    """
+    grid = template_grid(float(settings.spacing))
+    stem_box = grid.stem
+    stem = np.sum([grid.channel(f"region:{n}")[stem_box.box] for n in STEM_PARTS], axis=0)
+    healthy = nm.brainstem_maps(stem_box)
+    patient = nm.brainstem_maps(
+        stem_box, None, settings.motor_nuclei_loss, settings.motor_nuclei_loss_tissue, np.sqrt(1 - settings.cst_atrophy)
+    )  # fmt: skip
+    axes = bs.world_axes(stem.shape, stem_box.affine)
+    inv_det = _inverse_jacobian(axes, grid.atrophy_weight[stem_box.box], float(np.sqrt(1 - settings.brainstem_atrophy)))
+
+    def volumes(maps: dict[str, np.ndarray], scale: np.ndarray) -> dict[str, float]:
+        gm, wm = float((stem * maps["gm"] * scale).sum()), float((stem * maps["wm"] * scale).sum())
+        return {
+            "brainstem_gm_volume": gm,
+            "brainstem_wm_volume": wm,
+            "brainstem_gm_fraction": gm / (gm + wm),
+            "motor_nuclei_gm_volume": float((maps["gm_motor"] * scale).sum()),
+            "spared_nuclei_gm_volume": float((maps["gm_spared"] * scale).sum()),
+            "cst_volume": float((stem * maps["cst"] * scale).sum()),
+        }
+
+    before, after = volumes(healthy, np.ones_like(inv_det)), volumes(patient, inv_det)
+    return {f"{k}_diff_pct": 100.0 * (after[k] / before[k] - 1.0) for k in before}
 
 
 def provenance(settings: SimulationSettings) -> dict[str, object]:
@@ -75,7 +122,7 @@ def provenance(settings: SimulationSettings) -> dict[str, object]:
         "pons_top_z_mm": bs.PONS_TOP_Z,
         "pons_bottom_z_mm": bs.PONS_BOTTOM_Z,
         "regions": {str(i): REGIONS[i] for i in grid.region_ids},
-        "brainstem_nuclei": [n.name for n in bs.NUCLEI] + ["periaqueductal grey"],
+        "brainstem_nuclei": {n.name: n.group for n in bs.NUCLEI} | {"periaqueductal grey": "other"},
     }
 
 
@@ -88,7 +135,7 @@ def simulate_cohort(
     seed: int = 0,
     brainstem_atrophy: float = 0.08,
     cst_fa_reduction: float = 0.10,
-    brainstem_contrast: float = 1.0,
+    brainstem_contrast: float = 0.5,
     noise: float = 0.03,
     artefacts: bool = True,
     dwi_spacing: float = 2.5,
@@ -106,7 +153,7 @@ def simulate_cohort(
         seed: random seed; the same seed gives byte-identical arrays.
         brainstem_atrophy: patients' mean volume loss of pons + medulla (fraction).
         cst_fa_reduction: patients' mean corticospinal-tract FA reduction (fraction).
-        brainstem_contrast: GM/WM signal contrast inside the brainstem (1 physical, 0 none).
+        brainstem_contrast: relative GM/WM contrast of brainstem nuclei (1 = cortical contrast, 0 = none).
         noise: Rician noise sigma relative to the WM signal (also FA noise and relative MD noise).
         artefacts: add motion/ghosting to some images.
         dwi_spacing: voxel size (mm) of the FA/MD maps.

@@ -116,7 +116,8 @@ def _plot_landmarks(ax, anat, axes) -> None:
 def _legend(ax) -> None:
     ax.axis("off")
     lines = ["Inside the brainstem:", "  WM by default (tracts)", "  GM only in modelled nuclei:"]
-    lines += [f"   - {n.name} ({n.region})" for n in bs.NUCLEI] + ["   - periaqueductal grey (midbrain)"]
+    tags = {"iron": " [iron]", "motor": " [motor: ALS loss]", "spared": " [spared in ALS]", "other": ""}
+    lines += [f"   - {n.name} ({n.region}){tags[n.group]}" for n in bs.NUCLEI] + ["   - periaqueductal grey (midbrain)"]
     lines += ["  cyan: corticospinal tract (always WM)", "  dashed: midbrain / pons / medulla"]
     ax.text(0.0, 1.0, "\n".join(lines), va="top", fontsize=7.5, family="monospace")
 

@@ -7,18 +7,24 @@ kind (T1, T2, PD) is drawn per subject and each tissue adds a small independent 
 physical ordering (WM T1 < GM T1 < CSF T1, PD WM < GM < CSF) that independent draws would break.
 
 Signal (spin echo): ``S_t = PD_t * (1 - exp(-TR / T1_t)) * exp(-TE / T2_t)``; a voxel's signal is the
-fraction-weighted sum over CSF, GM and WM (partial volume). Inside the brainstem, the knob
-``brainstem_contrast`` (1 = physical) pulls the GM and WM signals toward their mean.
+fraction-weighted sum over CSF, WM and the grey-matter structures (partial volume). Grey matter is not one
+tissue: each structure (cortex, each subcortical nucleus, brainstem nuclei, iron-rich brainstem nuclei)
+has its own T1/T2/PD, set by a relative contrast on top of the drawn cortex and WM values
+(:mod:`~ssl_pretrain.data.demo.relaxometry`). White matter keeps WM parameters everywhere, the brainstem
+included.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import cast
 
 import numpy as np
 import torch
 import torchio as tio
+
+from ssl_pretrain.data.demo.relaxometry import Contrast, structure_parameters
 
 # 3 T ranges (ms; PD relative to CSF = 1)
 T1_RANGE = {"gm": (1330.0, 1820.0), "wm": (830.0, 1084.0), "csf": (3000.0, 3500.0)}
@@ -72,34 +78,42 @@ def spin_echo(pd: float, t1: float, t2: float, tr: float, te: float) -> float:
     return float(pd * (1.0 - np.exp(-tr / t1)) * np.exp(-te / t2))
 
 
-def tissue_signals(params: TissueParameters, weighting: str) -> dict[str, float]:
-    """Pure-tissue signals for ``weighting`` ``"T1w"`` or ``"T2w"``: tissue -> signal."""
+def tissue_signals(
+    params: TissueParameters, weighting: str, structures: Mapping[str, Contrast] | None = None
+) -> dict[str, float]:
+    """Pure-tissue signals for ``weighting`` ``"T1w"`` or ``"T2w"``: tissue or structure -> signal.
+
+    Keys ``csf``, ``gm`` (cortex), ``wm``, plus one per entry of ``structures`` (its relative contrast).
+    """
     tr, te = (params.t1w_tr_ms, params.t1w_te_ms) if weighting == "T1w" else (params.t2w_tr_ms, params.t2w_te_ms)
     p = params.as_dict()
-    return {t: spin_echo(p[f"{t}_pd"], p[f"{t}_t1_ms"], p[f"{t}_t2_ms"], tr, te) for t in TISSUES}
+    out = {t: spin_echo(p[f"{t}_pd"], p[f"{t}_t1_ms"], p[f"{t}_t2_ms"], tr, te) for t in TISSUES}
+    for name, contrast in (structures or {}).items():
+        v = structure_parameters(p, contrast)
+        out[name] = spin_echo(v["pd"], v["t1_ms"], v["t2_ms"], tr, te)
+    return out
 
 
 def anatomical_image(
-    fractions: dict[str, np.ndarray], brainstem: np.ndarray, signals: dict[str, float], contrast: float
+    fractions: Mapping[str, np.ndarray], gm_parts: Mapping[str, np.ndarray], signals: Mapping[str, float]
 ) -> np.ndarray:
     """Noise-free partial-volume image.
 
     Args:
         fractions: ``csf``, ``gm``, ``wm`` fractions, each ``(X, Y, Z)``.
-        brainstem: brainstem membership ``(X, Y, Z)`` in [0, 1] (where ``contrast`` applies).
-        signals: pure-tissue signals (:func:`tissue_signals`).
-        contrast: GM/WM contrast inside the brainstem, 1 = physical, 0 = none.
+        gm_parts: structure -> the part of the GM fraction that belongs to it, ``(X, Y, Z)`` (their sum
+            never exceeds ``gm``); the rest of the GM is cortex-like.
+        signals: pure-tissue and structure signals (:func:`tissue_signals`), with a key per ``gm_parts``.
 
     Returns:
         ``(X, Y, Z)`` float32 signal (0 in background).
     """
-    mid = 0.5 * (signals["gm"] + signals["wm"])
-    weak = {t: mid + contrast * (signals[t] - mid) for t in ("gm", "wm")}
-    image = np.float32(signals["csf"]) * fractions["csf"]
-    for t in ("gm", "wm"):
-        local = (1.0 - brainstem) * np.float32(signals[t]) + brainstem * np.float32(weak[t])
-        image = image + local * fractions[t]
-    return image.astype(np.float32)
+    image = np.float32(signals["csf"]) * fractions["csf"] + np.float32(signals["wm"]) * fractions["wm"]
+    rest = fractions["gm"].astype(np.float32, copy=True)
+    for name, part in gm_parts.items():
+        image = image + np.float32(signals[name]) * part
+        rest -= part
+    return (image + np.float32(signals["gm"]) * np.clip(rest, 0.0, None)).astype(np.float32)
 
 
 def bias_field(shape: tuple[int, int, int], rng: np.random.Generator, strength: float, order: int = 3) -> np.ndarray:

@@ -1,22 +1,29 @@
 """Simulate one subject of the demo cohort: images, label maps and the truth behind them.
 
 Every subject draws from its own random streams, seeded by ``(seed, subject number)`` and split by
-purpose (demographics, shape, tissue physics, diffusion, disease effect, bias, artefacts, noise), so a
-setting that changes one aspect (say, the atrophy) leaves every other draw of every subject unchanged,
-and the same seed gives byte-identical arrays.
+purpose (demographics, shape, tissue physics, diffusion, disease effect, bias, artefacts, noise,
+brainstem-nucleus placement, motor-nucleus loss, corticospinal atrophy), so a setting that changes one
+aspect (say, the atrophy) leaves every other draw of every subject unchanged, and the same seed gives
+byte-identical arrays. New streams are appended to the list: ``SeedSequence.spawn`` gives child ``i``
+the same seed whatever the number of children, so adding one leaves the earlier streams as they were.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from ssl_pretrain.data.demo import brainstem as bs
+from ssl_pretrain.data.demo import nucleus_maps as nm
 from ssl_pretrain.data.demo import physics
+from ssl_pretrain.data.demo import relaxometry as rx
 from ssl_pretrain.data.demo.anatomy import TemplateGrid, build_anatomy, template_grid
 from ssl_pretrain.data.demo.deform import atrophy_coordinates, draw_warp, sample, template_coordinates
 from ssl_pretrain.data.demo.diffusion import diffusion_maps, draw_diffusion_parameters, tissue_fa_md
+from ssl_pretrain.data.demo.truth import truth_volumes
 from ssl_pretrain.errors import ConfigError
 
 STEM_PARTS = ("midbrain", "pons", "medulla")
@@ -35,7 +42,14 @@ class SimulationSettings:
     seed: int = 0
     brainstem_atrophy: float = 0.08
     cst_fa_reduction: float = 0.10
-    brainstem_contrast: float = 1.0
+    brainstem_contrast: float = rx.DEFAULT_BRAINSTEM
+    subcortical_contrast: Mapping[str, Any] = field(default_factory=lambda: dict(rx.DEFAULT_SUBCORTICAL))
+    iron_nuclei_contrast: Any = field(default_factory=lambda: dict(rx.DEFAULT_IRON))
+    nucleus_position_sd_mm: float = 1.0
+    nucleus_size_sd: float = 0.05
+    motor_nuclei_loss: float = 0.475
+    motor_nuclei_loss_tissue: str = "wm"
+    cst_atrophy: float = 0.047
     noise: float = 0.03
     artefacts: bool = True
     dwi_spacing: float = 2.5
@@ -56,7 +70,11 @@ class SimulationSettings:
             "seed": (0, 2**32 - 1),
             "brainstem_atrophy": (0.0, 0.5),
             "cst_fa_reduction": (0.0, 0.9),
-            "brainstem_contrast": (0.0, 1.0),
+            "brainstem_contrast": rx.CONTRAST_RANGE,
+            "nucleus_position_sd_mm": (0.0, 5.0),
+            "nucleus_size_sd": (0.0, 0.5),
+            "motor_nuclei_loss": (0.0, 1.0),
+            "cst_atrophy": (0.0, 0.5),
             "noise": (0.0, 0.5),
             "dwi_spacing": (0.5, 6.0),
             "artefact_rate": (0.0, 1.0),
@@ -81,6 +99,18 @@ class SimulationSettings:
             raise ConfigError("demo.n_controls", "the cohort needs at least one subject (n_controls + n_patients)")
         if not isinstance(self.artefacts, bool):
             raise ConfigError("demo.artefacts", f"must be true or false, got {self.artefacts!r}")
+        if self.motor_nuclei_loss_tissue not in nm.LOSS_TISSUES:
+            raise ConfigError("demo.motor_nuclei_loss_tissue", f"must be one of {nm.LOSS_TISSUES}, got "
+                              f"{self.motor_nuclei_loss_tissue!r}")  # fmt: skip
+        self.structure_contrasts()  # validates demo.subcortical_contrast and demo.iron_nuclei_contrast
+
+    def structure_contrasts(self) -> dict[str, rx.Contrast]:
+        """Relative contrast of every grey-matter structure other than cortex (validated)."""
+        return {
+            **rx.parse_subcortical(self.subcortical_contrast),
+            "brainstem_nuclei": rx.parse_contrast("brainstem_contrast", self.brainstem_contrast),
+            "iron_nuclei": rx.parse_contrast("iron_nuclei_contrast", self.iron_nuclei_contrast),
+        }
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -123,7 +153,8 @@ class SubjectData:
 
 
 def _streams(seed: int, index: int) -> dict[str, np.random.Generator]:
-    names = ("demographics", "shape", "tissue", "diffusion", "effect", "bias", "artefact", "noise")
+    names = ("demographics", "shape", "tissue", "diffusion", "effect", "bias", "artefact", "noise", "nuclei",
+             "motor_loss", "cst_atrophy")  # fmt: skip
     children = np.random.SeedSequence([int(seed), int(index)]).spawn(len(names))
     return {name: np.random.default_rng(child) for name, child in zip(names, children, strict=True)}
 
@@ -163,6 +194,44 @@ def _effects(rng: np.random.Generator, patient: bool, s: SimulationSettings) -> 
     return float(min(atrophy, 0.5)), float(1.0 - min(fa_drop, 0.9))
 
 
+def _tissue_effects(rng: dict[str, np.random.Generator], patient: bool, s: SimulationSettings) -> tuple[float, float]:
+    """A subject's motor-nuclei GM loss and corticospinal atrophy (own streams, always the same draws)."""
+    motor = s.motor_nuclei_loss * max(0.0, 1.0 + s.effect_heterogeneity * rng["motor_loss"].normal())
+    cst = s.cst_atrophy * max(0.0, 1.0 + s.effect_heterogeneity * rng["cst_atrophy"].normal())
+    if not patient:
+        return 0.0, 0.0
+    return float(min(motor, 1.0)), float(min(cst, 0.5))
+
+
+BOX_CHANNELS = ("gm", "wm", "csf", "cst", "coherence")
+PART_CHANNELS = ("gm_iron", "gm_nuclei", "gm_motor", "gm_spared")
+
+
+def _brainstem_override(
+    grid: TemplateGrid, maps: np.ndarray, box: dict[str, np.ndarray], q: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Replace the sampled brainstem-box channels by the subject's own (sampled at ``q``), in place.
+
+    Returns:
+        The subject-grid maps of :data:`PART_CHANNELS` (0 outside the box).
+    """
+    stem = grid.stem
+    lo = stem.affine[:3, 3].astype(np.float32)
+    hi = lo + np.float32(grid.spacing) * np.asarray([b.stop - b.start - 1 for b in stem.box], np.float32)
+    inside = np.all((q >= lo) & (q <= hi), axis=-1)
+    parts = {k: np.zeros(maps.shape[1:], np.float32) for k in PART_CHANNELS}
+    if not inside.any():
+        return parts
+    sub = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(inside))
+    names = BOX_CHANNELS + PART_CHANNELS
+    values = sample(np.stack([box[k] for k in names]), stem.affine, q[sub])
+    keep = inside[sub]
+    for k, name in enumerate(names):
+        target = maps[channel_index(grid, name)] if name in BOX_CHANNELS else parts[name]
+        target[sub] = np.where(keep, values[k], target[sub])
+    return parts
+
+
 def _labels(grid: TemplateGrid, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tissue and region label maps: the largest fraction / membership wins (background included)."""
     frac = [maps[channel_index(grid, t)] for t in ("csf", "gm", "wm")]
@@ -176,19 +245,20 @@ def _labels(grid: TemplateGrid, maps: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _anatomical_images(
     grid: TemplateGrid,
     frac: dict[str, np.ndarray],
-    stem: np.ndarray,
+    gm_parts: dict[str, np.ndarray],
     params: physics.TissueParameters,
     rng: dict[str, np.random.Generator],
     s: SimulationSettings,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """T1w and T2w: spin-echo partial-volume signal, scanner gain, bias field, artefacts, Rician noise."""
     bias = physics.bias_field(grid.shape, rng["bias"], s.bias_field)  # one receive field for both
+    structures = s.structure_contrasts()
     images: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {}
     for weighting in ("T1w", "T2w"):
-        signals = physics.tissue_signals(params, weighting)
-        gain = 2000.0 * rng["bias"].uniform(0.8, 1.25) / max(signals.values())
-        clean = physics.anatomical_image(frac, stem, signals, s.brainstem_contrast) * np.float32(gain)
+        signals = physics.tissue_signals(params, weighting, structures)
+        gain = 2000.0 * rng["bias"].uniform(0.8, 1.25) / max(signals[t] for t in physics.TISSUES)
+        clean = physics.anatomical_image(frac, gm_parts, signals) * np.float32(gain)
         kind, artefact = physics.draw_artefact(rng["artefact"], s.artefact_rate if s.artefacts else 0.0)
         image = physics.apply_artefact(clean * bias, grid.affine, kind, artefact)
         relative = s.noise * rng["noise"].uniform(0.8, 1.25)
@@ -197,6 +267,22 @@ def _anatomical_images(
         info[f"{weighting.lower()}_noise_rel"] = round(relative, 6)
         info[f"{weighting.lower()}_artefact"] = kind
     return images, info
+
+
+def _gm_parts(grid: TemplateGrid, maps: np.ndarray, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """GM fraction of each structure with its own relaxation: subcortical nuclei, brainstem nuclei, iron nuclei."""
+    outside_stem = maps[channel_index(grid, "gm")] - parts["gm_iron"] - parts["gm_nuclei"]
+    out = {n: outside_stem * maps[channel_index(grid, f"region:{n}")] for n in rx.SUBCORTICAL}
+    return {**out, "brainstem_nuclei": parts["gm_nuclei"], "iron_nuclei": parts["gm_iron"]}
+
+
+def _structure_parameters(params: physics.TissueParameters, s: SimulationSettings) -> dict[str, float]:
+    """T1/T2/PD of every structure with its own relaxation (for the truth table)."""
+    out = {}
+    for name, contrast in s.structure_contrasts().items():
+        for key, value in rx.structure_parameters(params.as_dict(), contrast).items():
+            out[f"{name}_{key}"] = round(value, 6)
+    return out
 
 
 def simulate_subject(index: int, group: str, settings: SimulationSettings) -> SubjectData:
@@ -225,18 +311,22 @@ def simulate_subject(index: int, group: str, settings: SimulationSettings) -> Su
     tissue_params = physics.draw_tissue_parameters(rng["tissue"])
     dwi_params, distortion = draw_diffusion_parameters(rng["diffusion"])
     atrophy, cst_scale = _effects(rng["effect"], group == "ALS", s)
+    motor_loss, cst_atrophy = _tissue_effects(rng, group == "ALS", s)
+    placement = bs.place_nuclei(rng["nuclei"], s.nucleus_position_sd_mm, s.nucleus_size_sd)
+    box = nm.brainstem_maps(grid.stem, placement, motor_loss, s.motor_nuclei_loss_tissue, np.sqrt(1 - cst_atrophy))
 
     # anatomy: one backward map for every channel; the atrophy is composed in template space
     q_healthy = template_coordinates(warp, grid.shape, grid.affine)
     shrink = float(np.sqrt(1.0 - atrophy))
-    maps = sample(grid.channels, grid.affine, atrophy_coordinates(q_healthy, grid, shrink))
+    q = atrophy_coordinates(q_healthy, grid, shrink)
+    maps = sample(grid.channels, grid.affine, q)
+    parts = _brainstem_override(grid, maps, box, q)
     stem_idx = [channel_index(grid, f"region:{n}") for n in STEM_PARTS]
     healthy_stem = _healthy_stem(grid, stem_idx, q_healthy, maps) if shrink < 1.0 else maps[stem_idx]
     frac = {t: maps[channel_index(grid, t)] for t in ("csf", "gm", "wm")}
     cst, coherence = maps[channel_index(grid, "cst")], maps[channel_index(grid, "coherence")]
-    stem = maps[stem_idx].sum(0)
     tissue, regions = _labels(grid, maps)
-    images, image_info = _anatomical_images(grid, frac, stem, tissue_params, rng, s)
+    images, image_info = _anatomical_images(grid, frac, _gm_parts(grid, maps, parts), tissue_params, rng, s)
 
     # diffusion maps at diffusion resolution, on their own (misregistered) grid
     fa_sum, md_sum, brain = tissue_fa_md(frac, cst, coherence, dwi_params, cst_scale)
@@ -246,11 +336,15 @@ def simulate_subject(index: int, group: str, settings: SimulationSettings) -> Su
     )  # fmt: skip
 
     voxel = float(s.spacing) ** 3
-    parts = {n: float(maps[i].sum() * voxel) for n, i in zip(STEM_PARTS, stem_idx, strict=True)}
+    regions_pv = {n: maps[channel_index(grid, f"region:{n}")] for n in (*STEM_PARTS, *rx.SUBCORTICAL)}
     healthy = {n: float(healthy_stem[k].sum() * voxel) for k, n in enumerate(STEM_PARTS)}
-    lower, lower_healthy = sum(parts[n] for n in LOWER_STEM), sum(healthy[n] for n in LOWER_STEM)
+    lower = sum(float(regions_pv[n].sum() * voxel) for n in LOWER_STEM)
+    lower_healthy = sum(healthy[n] for n in LOWER_STEM)
     in_cst = (cst >= 0.5) & (frac["wm"] >= 0.5)
     dwi = dwi_params.as_dict()
+    volumes = truth_volumes(regions_pv, frac, parts, cst, voxel)
+    template_stem = sum(grid.channel(f"region:{n}")[grid.stem.box] for n in STEM_PARTS)
+    cst_template = float((template_stem * box["cst"]).sum() / (template_stem * box["cst_healthy"]).sum())
     truth: dict[str, Any] = {
         "group": group,
         "sex": sex,
@@ -258,18 +352,23 @@ def simulate_subject(index: int, group: str, settings: SimulationSettings) -> Su
         "atrophy_factor": round(atrophy, 6),
         "lower_brainstem_volume_loss": round(1.0 - lower / lower_healthy, 6) if lower_healthy > 0 else 0.0,
         "cst_fa_scale": round(cst_scale, 6),
+        "motor_nuclei_loss_factor": round(motor_loss, 6),
+        "cst_atrophy_factor": round(cst_atrophy, 6),
+        "cst_volume_loss": round(1.0 - cst_template, 6),
         "head_scale": round(head, 6),
-        "brainstem_volume_mm3": round(sum(parts.values()), 2),
-        **{f"{n}_volume_mm3": round(v, 2) for n, v in parts.items()},
+        "brainstem_volume_mm3": volumes.pop("brainstem_volume_mm3"),
+        **{f"{n}_volume_mm3": volumes.pop(f"{n}_volume_mm3") for n in STEM_PARTS},
         "lower_brainstem_volume_mm3": round(lower, 2),
         "lower_brainstem_volume_healthy_mm3": round(lower_healthy, 2),
-        "brainstem_gm_volume_mm3": round(float((stem * frac["gm"]).sum() * voxel), 2),
-        "brainstem_wm_volume_mm3": round(float((stem * frac["wm"]).sum() * voxel), 2),
+        "brainstem_gm_volume_mm3": volumes.pop("brainstem_gm_volume_mm3"),
+        "brainstem_wm_volume_mm3": volumes.pop("brainstem_wm_volume_mm3"),
         "gm_volume_mm3": round(float(frac["gm"].sum() * voxel), 2),
         "wm_volume_mm3": round(float(frac["wm"].sum() * voxel), 2),
         "csf_volume_mm3": round(float(frac["csf"].sum() * voxel), 2),
+        **volumes,
         "cst_fa_mean": round(float((fa_sum[in_cst] / np.maximum(brain[in_cst], 1e-6)).mean()), 6),
         **{k: round(v, 6) for k, v in tissue_params.as_dict().items()},
+        **_structure_parameters(tissue_params, s),
         **{k: " ".join(f"{x:.3f}" for x in v) if isinstance(v, tuple) else round(v, 9) for k, v in dwi.items()},
         **image_info,
     }
