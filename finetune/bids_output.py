@@ -10,6 +10,8 @@ ITK-SNAP with its colour tables::
     tissue_fsleyes.lut  tissue_itksnap.txt   the classes' colours for FSLeyes (-l) and ITK-SNAP (-l)
     sub-XX/[ses-YY/]anat/sub-XX[_ses-YY]_desc-bsslTissue_dseg.nii.gz   (+ .json, and .tsv: index, name,
                                abbreviation, color, mapping to the BIDS common labels)
+    sub-XX/[ses-YY/]anat/sub-XX[_ses-YY]_desc-bsslRegions_dseg.nii.gz  (models with a region head: canonical
+                               region indices, + .tsv/.json; regions_fsleyes.lut, regions_itksnap.txt)
     sub-XX/[ses-YY/]anat/sub-XX[_ses-YY]_desc-bsslTissue_probseg.nii.gz  (optional, 4D: CSF, GM, WM; LabelMap)
     sub-XX/[ses-YY/]anat/sub-XX[_ses-YY]_label-GM_desc-bsslTissue_probseg.nii.gz  (optional, one per class)
 
@@ -37,13 +39,17 @@ import numpy as np
 import pandas as pd
 
 from finetune.colour_tables import fsleyes_lut, itksnap_labels
+from finetune.region_head import REGION_HEAD
 from ssl_pretrain.atomic import atomic_path
 from ssl_pretrain.data.labels import (
+    REGION_COLOURS,
     REGION_INDEX,
+    REGIONS,
     TISSUE_ABBREVIATIONS,
     TISSUE_CLASSES,
     TISSUE_COLOURS,
     region_group_indices,
+    regions_dseg_tsv,
     tissue_dseg_tsv,
 )
 from ssl_pretrain.errors import ConfigError
@@ -52,20 +58,27 @@ from ssl_pretrain.provenance import TOOLKIT, generated_by
 DERIVATIVE_NAME = "bssl"
 PREDICTION_DESC = "bsslTissue"  # never "tissue": the reference labels' desc
 BIDS_VERSION = "1.9.0"
+REGIONS_DESC = "bsslRegions"  # never "regions": the reference labels' desc
 FSLEYES_LUT = "tissue_fsleyes.lut"
 ITKSNAP_LABELS = "tissue_itksnap.txt"
-BIDSIGNORE = f"{FSLEYES_LUT}\n{ITKSNAP_LABELS}\n"
+REGIONS_FSLEYES_LUT = "regions_fsleyes.lut"
+REGIONS_ITKSNAP_LABELS = "regions_itksnap.txt"
+BIDSIGNORE = f"{FSLEYES_LUT}\n{ITKSNAP_LABELS}\n{REGIONS_FSLEYES_LUT}\n{REGIONS_ITKSNAP_LABELS}\n"
+PREDICTED_REGIONS = tuple(sorted({REGION_INDEX[n] for n in REGION_HEAD[1:]}))
 README = """\
 brainstem-ssl predictions (bssl predict)
 =========================================
 
-Tissue segmentations (0 background, 1 CSF, 2 GM, 3 WM) predicted from images by a brainstem-ssl model, one
-per subject on the grid of its reference image (see each sidecar's SpatialReference and Sources, and
+Tissue segmentations (0 background, 1 CSF, 2 GM, 3 WM; desc-bsslTissue) and, from models with a region
+head, brain regions (midbrain, pons, medulla, thalamus, caudate, putamen, pallidum; desc-bsslRegions)
+predicted from images by a brainstem-ssl model, one per subject on the grid of its reference image (see each
+sidecar's SpatialReference and Sources, and
 GeneratedBy in dataset_description.json for the model, the toolkit's revision and library versions).
 
 View one over its T1w with the colour tables in this folder:
   fsleyes <T1w.nii.gz> sub-XX/anat/sub-XX_desc-bsslTissue_dseg.nii.gz -ot label -l tissue_fsleyes.lut
   itksnap -g <T1w.nii.gz> -s sub-XX/anat/sub-XX_desc-bsslTissue_dseg.nii.gz -l tissue_itksnap.txt
+(regions: desc-bsslRegions_dseg with regions_fsleyes.lut / regions_itksnap.txt)
 """
 # Regions of the volume table: (name, region indices or None = whole brain, always reported).
 VOLUME_REGIONS: tuple[tuple[str, tuple[int, ...] | None, bool], ...] = (
@@ -220,6 +233,9 @@ def init_derivative(root: str | Path, links: DatasetLinks | None, description: s
     write_text(root / ".bidsignore", BIDSIGNORE)
     write_text(root / FSLEYES_LUT, fsleyes_lut(TISSUE_CLASSES, TISSUE_COLOURS))
     write_text(root / ITKSNAP_LABELS, itksnap_labels(TISSUE_CLASSES, TISSUE_COLOURS))
+    names = {i: REGIONS[i] for i in PREDICTED_REGIONS}
+    write_text(root / REGIONS_FSLEYES_LUT, fsleyes_lut(names, REGION_COLOURS))
+    write_text(root / REGIONS_ITKSNAP_LABELS, itksnap_labels({0: "background", **names}, REGION_COLOURS))
     return root
 
 
@@ -269,25 +285,35 @@ def write_dseg(
     reference: nib.Nifti1Image,
     sources: Sequence[str],
     spatial_reference: str | None = None,
+    kind: str = "tissue",
 ) -> Path:
-    """Write ``sub-XX[_ses-YY]_desc-bsslTissue_dseg.nii.gz`` (uint8, label intent) with its ``.tsv`` and ``.json``.
+    """Write ``sub-XX[_ses-YY]_desc-bsslTissue_dseg.nii.gz`` (``kind="tissue"``) or ``…_desc-bsslRegions_dseg``
+    (``kind="regions"``: canonical region indices) — uint8, label intent — with its ``.tsv`` and ``.json``.
 
     Args:
-        labels: ``(X, Y, Z)`` tissue classes on the reference image's grid.
+        labels: ``(X, Y, Z)`` tissue classes, or canonical region indices, on the reference image's grid.
         reference: the reference input image (its header's geometry is copied).
         sources: the input files as BIDS URIs (:meth:`DatasetLinks.uri`).
         spatial_reference: the reference image as a BIDS URI.
+        kind: ``tissue`` or ``regions``.
     """
+    if kind not in ("tissue", "regions"):
+        raise ValueError(f"kind must be tissue or regions, got {kind!r}")
     if tuple(labels.shape) != tuple(reference.shape[:3]):
         raise ValueError(f"labels {labels.shape} are not on the reference grid {reference.shape[:3]}")
     folder = anat_dir(root, subject, session)
-    stem = f"{entity_stem(subject, session)}_desc-{PREDICTION_DESC}_dseg"
+    desc = PREDICTION_DESC if kind == "tissue" else REGIONS_DESC
+    stem = f"{entity_stem(subject, session)}_desc-{desc}_dseg"
     img = like_reference(labels, reference, np.uint8)
     img.header.set_intent("label")
     path = folder / f"{stem}.nii.gz"
     write_nifti(path, img)
-    write_text(folder / f"{stem}.tsv", dseg_tsv())
-    description = "Tissue classes (0 background, 1 CSF, 2 GM, 3 WM) predicted by brainstem-ssl"
+    if kind == "tissue":
+        write_text(folder / f"{stem}.tsv", dseg_tsv())
+        description = "Tissue classes (0 background, 1 CSF, 2 GM, 3 WM) predicted by brainstem-ssl"
+    else:
+        write_text(folder / f"{stem}.tsv", regions_dseg_tsv(PREDICTED_REGIONS))
+        description = "Brain regions (brainstem parts and subcortical nuclei, 0 elsewhere) predicted by brainstem-ssl"
     write_json(folder / f"{stem}.json", _sidecar(description, sources, spatial_reference))
     return path
 
@@ -384,6 +410,8 @@ def region_volumes(
 
 def write_volumes(path: str | Path, rows: Iterable[Mapping[str, object]]) -> Path:
     """Write the volume table (tab-separated, ``n/a`` for unknown) atomically."""
-    frame = pd.DataFrame(list(rows), columns=VOLUME_COLUMNS)
+    rows = list(rows)
+    extra = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in VOLUME_COLUMNS]
+    frame = pd.DataFrame(rows, columns=[*VOLUME_COLUMNS, *extra])
     write_text(path, frame.to_csv(sep="\t", index=False, na_rep="n/a"))
     return Path(path)

@@ -50,6 +50,8 @@ class InferenceSettings:
             whole cached volume).
         focus_margin: voxels of context kept around a ``focus`` mask's bounding box (half the training
             patch); ``None`` ignores ``focus`` (the whole brain is predicted).
+        heads: channels of each output head, in order (``(4,)``: tissue only; ``(4, 8)``: tissue, then the
+            region head of :mod:`finetune.region_head`); each head gets its own softmax.
     """
 
     roi_size: tuple[int, int, int] | None
@@ -60,9 +62,12 @@ class InferenceSettings:
     amp: bool = True
     brain_margin_mm: float | None = 4.0
     focus_margin: int | None = None
+    heads: tuple[int, ...] = (4,)
 
     @classmethod
-    def from_config(cls, cfg: Any, patch_size: Sequence[int], total_stride: int) -> InferenceSettings:
+    def from_config(
+        cls, cfg: Any, patch_size: Sequence[int], total_stride: int, heads: Sequence[int] = (4,)
+    ) -> InferenceSettings:
         """From an ``inference`` config node.
 
         Args:
@@ -105,7 +110,8 @@ class InferenceSettings:
         amp = bool(cfg.get("amp", True))
         focus = max(int(p) for p in patch_size) // 2 if cfg.get("crop_to_roi", False) else None
         brain = None if margin is None else float(margin)
-        return cls(roi, int(total_stride), overlap, batch, mode, amp, brain, focus)  # type: ignore[arg-type]
+        head_sizes = tuple(int(h) for h in heads)
+        return cls(roi, int(total_stride), overlap, batch, mode, amp, brain, focus, head_sizes)  # type: ignore[arg-type]
 
     def window(self, shape: Sequence[int]) -> tuple[int, ...]:
         """The window for a volume of ``shape``: ``roi_size``, or the shape rounded up to the stride."""
@@ -141,7 +147,7 @@ def predict_probabilities(
         device: where the network runs (default: the network's device).
 
     Returns:
-        ``(K, X, Y, Z)`` float32 probabilities on the CPU (sum to 1 over K).
+        ``(K, X, Y, Z)`` float32 probabilities on the CPU (each head's channels sum to 1).
     """
     was_training = net.training
     net.eval()
@@ -151,7 +157,7 @@ def predict_probabilities(
     def predictor(window: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = net(window.to(device))
-        return torch.softmax(logits.float(), dim=1)
+        return head_softmax(logits.float(), settings.heads)
 
     try:
         probs = sliding_window_inference(
@@ -217,27 +223,49 @@ def predict_cached(
     if probs.shape[1:] == shape:
         return probs
     full = torch.zeros((probs.shape[0], *shape), dtype=probs.dtype)
-    full[0] = 1.0
+    full[list(head_starts(settings.heads))] = 1.0  # every head's first class (background / other) outside the box
     full[(slice(None), *box)] = probs
     return full
 
 
-def mask_to_brain(probs: torch.Tensor, brain: np.ndarray) -> torch.Tensor:
-    """Make every voxel outside ``brain`` (``(X, Y, Z)``, nonzero = brain) background, in place.
+def head_starts(heads: Sequence[int]) -> list[int]:
+    """The channel where each head begins."""
+    return [int(sum(heads[:i])) for i in range(len(heads))]
+
+
+def head_softmax(logits: torch.Tensor, heads: Sequence[int]) -> torch.Tensor:
+    """Softmax over each head's channels of ``(B, sum(heads), ...)`` logits."""
+    if logits.shape[1] != sum(heads):
+        raise ValueError(f"the network gives {logits.shape[1]} channels, the heads {list(heads)} need {sum(heads)}")
+    parts = torch.split(logits, list(heads), dim=1)
+    return torch.cat([torch.softmax(p, dim=1) for p in parts], dim=1)
+
+
+def mask_to_brain(probs: torch.Tensor, brain: np.ndarray, heads: Sequence[int] | None = None) -> torch.Tensor:
+    """Make every voxel outside ``brain`` (``(X, Y, Z)``, nonzero = brain) the first class of each head, in place.
 
     A stage's model learned tissue only inside its ROI; outside the brain its output is meaningless.
 
     Args:
         probs: ``(K, X, Y, Z)`` probabilities on the grid of ``brain``.
+        heads: channels per head (default: one head of all K).
     """
     if tuple(brain.shape) != tuple(probs.shape[1:]):
         raise ValueError(f"brain mask {brain.shape} does not match the probabilities {tuple(probs.shape)}")
     outside = torch.from_numpy(~np.asarray(brain, dtype=bool))
     probs[:, outside] = 0.0
-    probs[0, outside] = 1.0
+    for start in head_starts(heads or (probs.shape[0],)):
+        probs[start, outside] = 1.0
     return probs
 
 
-def predict_labels(probs: torch.Tensor) -> np.ndarray:
-    """``(X, Y, Z)`` uint8 argmax of ``(K, X, Y, Z)`` probabilities."""
-    return probs.argmax(0).to(torch.uint8).numpy()
+def predict_labels(probs: torch.Tensor, heads: Sequence[int] | None = None) -> np.ndarray:
+    """``(X, Y, Z)`` uint8 argmax of the first head (tissue) of ``(K, X, Y, Z)`` probabilities."""
+    first = int((heads or (probs.shape[0],))[0])
+    return probs[:first].argmax(0).to(torch.uint8).numpy()
+
+
+def head_labels(probs: torch.Tensor, heads: Sequence[int], head: int) -> np.ndarray:
+    """``(X, Y, Z)`` uint8 argmax of head ``head`` (1: the region head) of ``(K, X, Y, Z)`` probabilities."""
+    start = head_starts(heads)[head]
+    return probs[start : start + int(heads[head])].argmax(0).to(torch.uint8).numpy()

@@ -98,6 +98,15 @@ def initialise(net: nn.Module, init: str | Path | None, modalities: Sequence[str
     }
 
 
+def heads_of(sidecar: dict[str, Any]) -> tuple[int, ...]:
+    """Channels of a fine-tuned model's heads (tissue, then regions), from its sidecar; a model written before
+    the region head existed has one head of all its output channels."""
+    heads = sidecar.get("heads") or {}
+    if "tissue" in heads:
+        return (len(heads["tissue"]),) + ((len(heads["regions"]),) if "regions" in heads else ())
+    return (int(sidecar["architecture"]["config"]["out_channels"]),)
+
+
 def load_segmentation_model(path: str | Path) -> tuple[nn.Module, dict[str, Any], Path]:
     """A fine-tuned model for prediction, built from its sidecar and loaded.
 

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from finetune.inference import InferenceSettings, mask_to_brain, predict_cached, predict_labels
 from finetune.metrics import roi_metrics
 from finetune.policy import apply_policy, encoder_frozen, encoder_of, param_groups
+from finetune.region_head import RegionHeadLoss
 from finetune.roi import StageROI
 from finetune.roi_loss import ROIDiceCELoss
 from ssl_pretrain.data import batch as B
@@ -60,9 +61,9 @@ def roi_dice(
     """
     mask = roi.volume_mask(np.asarray(subject.regions))
     probs = predict_cached(net, subject, inference, device=device, focus=mask)
-    probs = mask_to_brain(probs, subject.brain)
+    probs = mask_to_brain(probs, subject.brain, inference.heads)
     truth = np.asarray(subject.tissue).astype(np.int64)
-    m = roi_metrics(predict_labels(probs), truth, mask, roi.spacing, hd95=False)
+    m = roi_metrics(predict_labels(probs, inference.heads), truth, mask, roi.spacing, hd95=False)
     values = [v for v in (m["dice_GM"], m["dice_WM"]) if np.isfinite(v)]
     return {
         **{f"dice_{c}": float(m[f"dice_{c}"]) for c in ("CSF", "GM", "WM")},
@@ -95,9 +96,15 @@ class SegmentationModule(L.LightningModule):
         total_steps: int,
         inference: InferenceSettings,
         val_subjects: Sequence[CachedSubject] = (),
+        region_loss: RegionHeadLoss | None = None,
+        lambda_regions: float = 1.0,
     ) -> None:
         super().__init__()
+        if (region_loss is not None) != (len(inference.heads) == 2):
+            raise ValueError(f"a region loss needs a second head and vice versa (heads {inference.heads})")
         self.net = net
+        self.region_loss = region_loss
+        self.lambda_regions = float(lambda_regions)
         self.policy = policy
         self.roi = roi
         self.loss_fn = loss
@@ -108,8 +115,21 @@ class SegmentationModule(L.LightningModule):
         apply_policy(self.net, policy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 4, X, Y, Z)`` of ``(B, C, X, Y, Z)``."""
+        """Logits ``(B, sum(heads), X, Y, Z)`` of ``(B, C, X, Y, Z)``: tissue, then regions (if any)."""
         return self.net(x)
+
+    def losses(self, logits: torch.Tensor, tissue: torch.Tensor, regions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"loss", "tissue", "regions"?}`` of a batch: the ROI-masked tissue loss plus ``lambda_regions`` times
+        the region head's loss, which counts every labelled voxel outside the stage's excluded zone."""
+        n_tissue = self.inference.heads[0]
+        roi = self.roi.patch_mask(regions)
+        out = {"tissue": self.loss_fn(logits[:, :n_tissue].float(), tissue, roi)}
+        out["loss"] = out["tissue"]
+        if self.region_loss is not None:
+            counted = (tissue != B.IGNORE_INDEX) & ~self.roi.excluded_patch(regions)
+            out["regions"] = self.region_loss(logits[:, n_tissue:].float(), regions, counted)
+            out["loss"] = out["loss"] + self.lambda_regions * out["regions"]
+        return out
 
     def train(self, mode: bool = True) -> SegmentationModule:
         """Lightning toggles train/eval each epoch; a frozen encoder stays in eval mode."""
@@ -120,11 +140,14 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self.net(batch[B.IMAGE])
-        roi = self.roi.patch_mask(batch[B.REGIONS])
-        loss = self.loss_fn(logits.float(), batch[B.TISSUE], roi)
-        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
-        self.log("train/roi_fraction", roi.float().mean(), batch_size=logits.shape[0])
-        return loss
+        parts = self.losses(logits, batch[B.TISSUE], batch[B.REGIONS])
+        n = logits.shape[0]
+        self.log("train/loss", parts["loss"], prog_bar=True, batch_size=n)
+        for name in ("tissue", "regions"):
+            if name in parts:
+                self.log(f"train/loss_{name}", parts[name].detach(), batch_size=n)
+        self.log("train/roi_fraction", self.roi.patch_mask(batch[B.REGIONS]).float().mean(), batch_size=n)
+        return parts["loss"]
 
     def validation_step(self, item: dict[str, Any], batch_idx: int) -> None:
         subject = self.val_subjects[item[B.SUBJECT]]
@@ -149,8 +172,7 @@ class SegmentationModule(L.LightningModule):
                 image = torch.stack([it[B.IMAGE] for it in chunk]).to(self.device)
                 tissue = torch.stack([it[B.TISSUE] for it in chunk]).to(self.device)
                 regions = torch.stack([it[B.REGIONS] for it in chunk]).to(self.device)
-                logits = self.net(image)
-                values.append(float(self.loss_fn(logits.float(), tissue, self.roi.patch_mask(regions))))
+                values.append(float(self.losses(self.net(image), tissue, regions)["loss"]))
         finally:
             self.train(was_training)  # re-applies the policy (a frozen encoder stays in eval mode)
         return float(np.mean(values)) if values else float("nan")

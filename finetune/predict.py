@@ -14,13 +14,20 @@ input's shape, affine and q/sform codes. Outputs:
   ``<data.root>/derivatives/bssl/``, where BIDS tools look for derivatives (label discovery skips it: its
   ``GeneratedBy`` is brainstem-ssl, and its ``desc-bsslTissue`` never collides with reference labels); or a
   directory. Nothing outside ``<data.root>/derivatives/`` of the input dataset is ever written;
+- with a region head (:mod:`finetune.region_head`), ``sub-XX[_ses-YY]_desc-bsslRegions_dseg.nii.gz``: the
+  brainstem's parts and the subcortical nuclei predicted from the images, so a subject without label maps
+  (any new scan) gets brainstem volumes too;
 - in the run directory, ``volumes.tsv`` (written last, so a run killed part-way has none; re-running the
-  command in the same directory predicts every subject again and removes the temporary files the killed run left):
-  CSF/GM/WM volume in mm³ per subject and region (whole brain; subcortical and
-  brainstem from the subject's regions map when it has one; midbrain/pons/medulla when labelled),
-  measured on the native grid (the regions map is brought there by nearest neighbour). A stage's model
-  learned tissue only inside its ROI (the loss counts nothing else), so the column ``in_model_roi`` says
-  which rows lie inside it; the others are extrapolations. Outside the subject's cached brain mask
+  command in the same directory predicts every subject again and removes the temporary files the killed run
+  left): CSF/GM/WM volume in mm³ per subject and region (whole brain, subcortical, brainstem, midbrain, pons,
+  medulla) measured on the native grid *inside the model's own region outline* (``regions_from: model``;
+  a model without a region head falls back to the subject's reference regions, ``regions_from`` says so),
+  ``brain_mask_mm3`` (the cached brain mask, from the reference tissue labels or an intensity threshold:
+  a head-size measure that does not come from the model), the ``model``, its ``crossfit_fold`` and
+  ``model_saw_subject`` (whether the model, or one it started from, trained or selected on this subject).
+  ``in_model_roi`` says which rows lie inside the region group the model learned tissue in; the others are
+  extrapolations. ``reference_volumes.tsv`` holds the same measures inside the *reference* region labels
+  (for comparison only: no model outline). Outside the subject's cached brain mask
   (``predict.brain_mask=true``) everything is background.
 
 Any subset of the model's modalities works: ``predict.modalities=[T1w]`` feeds only T1w (the others as
@@ -54,15 +61,17 @@ from finetune.bids_output import (
     write_probseg,
     write_volumes,
 )
-from finetune.inference import InferenceSettings, mask_to_brain, predict_cached
-from finetune.init import load_segmentation_model
+from finetune.inference import InferenceSettings, head_starts, mask_to_brain, predict_cached
+from finetune.init import heads_of, load_segmentation_model
+from finetune.region_head import head_to_canonical
 from ssl_pretrain.atomic import remove_stale_temporaries
 from ssl_pretrain.data.bids import parse_name
 from ssl_pretrain.data.cache import CachedSubject, preprocess
 from ssl_pretrain.data.grid import to_native
 from ssl_pretrain.data.manifest import SubjectRecord
 from ssl_pretrain.data.validate import load_records, validate_record
-from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.errors import CheckpointError, ConfigError
+from ssl_pretrain.models.checkpoint import read_sidecar
 from ssl_pretrain.run_dir import run_context
 
 log = logging.getLogger(__name__)
@@ -205,24 +214,57 @@ def predict_subject(
     use: Sequence[bool],
     device: torch.device,
     brain_mask: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     """Native-grid prediction of one cached subject.
 
     Args:
         brain_mask: voxels outside the subject's cached brain mask are background (probability 1).
 
     Returns:
-        ``(labels (X, Y, Z) uint8, probabilities (4, X, Y, Z) float32, native affine 4x4)``.
+        ``(tissue labels (X, Y, Z) uint8, region labels (X, Y, Z) uint8 canonical indices or None without a
+        region head, tissue probabilities (4, X, Y, Z) float32, native affine 4x4)``.
     """
+    heads = settings.heads
     probs = predict_cached(net, subject, settings, device, use)
     if brain_mask:
-        mask_to_brain(probs, subject.brain)
+        mask_to_brain(probs, subject.brain, heads)
     cval = np.zeros(probs.shape[0])
-    cval[0] = 1.0  # outside the cached box: background
+    cval[head_starts(heads)] = 1.0  # outside the cached box: background / other
     native = to_native(probs.numpy(), subject, order=1, cval=cval.tolist())
     prob_native = np.moveaxis(np.asarray(native.dataobj, dtype=np.float32), -1, 0)
-    labels = prob_native.argmax(0).astype(np.uint8)
-    return labels, prob_native, np.asarray(native.affine)
+    tissue = prob_native[: heads[0]].argmax(0).astype(np.uint8)
+    regions = None
+    if len(heads) == 2:
+        regions = head_to_canonical(prob_native[heads[0] :].argmax(0))
+    return tissue, regions, prob_native[: heads[0]], np.asarray(native.affine)
+
+
+REFERENCE_VOLUMES_FILE = "reference_volumes.tsv"  # volumes inside the *reference* region labels (no model outline)
+MAX_CHAIN = 5
+
+
+def subjects_seen(sidecar: Mapping[str, Any]) -> set[str]:
+    """Every subject whose labels a model (or any model it was initialised from) trained or selected on."""
+    seen: set[str] = set()
+    current: Mapping[str, Any] | None = sidecar
+    for _ in range(MAX_CHAIN):
+        if not current:
+            break
+        seen |= set(current.get("labelled_subjects") or [])
+        seen |= set((current.get("selection") or {}).get("val_subjects") or [])
+        path = (current.get("init") or {}).get("path")
+        try:
+            current = read_sidecar(path) if path else None
+        except CheckpointError:
+            log.warning("the chain of the model stops at %s (unreadable); subjects it saw may be missing", path)
+            current = None
+    return seen
+
+
+def _brain_mask_mm3(subject: CachedSubject) -> float:
+    """The subject's brain-mask volume (mm³; cache grid): tissue > 0 of its reference labels when it has them,
+    else the intensity threshold — never the model's output, so it can stand in for head size."""
+    return float(np.count_nonzero(np.asarray(subject.brain))) * float(abs(np.linalg.det(subject.affine[:3, :3])))
 
 
 def run(cfg: DictConfig) -> Path:
@@ -258,8 +300,9 @@ def run(cfg: DictConfig) -> Path:
                 raise ConfigError("predict.subjects", f"none of {sorted(keys)} is in the dataset")
         subjects = preprocess(records, data_cfg, cfg.paths.cache_dir)
         total_stride = int(np.prod(sidecar["architecture"]["config"]["strides"]))
+        heads = heads_of(sidecar)
         settings = InferenceSettings.from_config(
-            cfg.inference, sidecar.get("patch_size") or data_cfg.patch_size, total_stride
+            cfg.inference, sidecar.get("patch_size") or data_cfg.patch_size, total_stride, heads
         )
         root = derivative_root(pcfg.get("output"), out, data_cfg.get("root"), bool(inputs))
         check_derivative_root(root)
@@ -273,8 +316,11 @@ def run(cfg: DictConfig) -> Path:
         if model_roi:
             log.info("the model was trained inside the '%s' ROI: tissue elsewhere is extrapolated", model_roi)
         rows: list[dict[str, object]] = []
+        reference_rows: list[dict[str, object]] = []
+        seen = subjects_seen(sidecar)
+        fold = (sidecar.get("crossfit") or {}).get("fold")
         for subject in tqdm(subjects, desc="predict", unit="subject", disable=None):
-            labels, probs, _ = predict_subject(
+            labels, predicted_regions, probs, _ = predict_subject(
                 net, subject, settings, use, device, brain_mask=bool(pcfg.get("brain_mask", True))
             )
             record = subject.record
@@ -283,6 +329,10 @@ def run(cfg: DictConfig) -> Path:
             sources = [links.uri(record.images[m]) for m in modalities if m in record.images and m in use_names]
             spatial = links.uri(reference_path)
             write_dseg(root, record.subject, record.session, labels, reference, sources, spatial)
+            if predicted_regions is not None:
+                write_dseg(
+                    root, record.subject, record.session, predicted_regions, reference, sources, spatial, "regions"
+                )
             if pcfg.get("save_probabilities", False):
                 write_probseg(
                     root,
@@ -294,14 +344,28 @@ def run(cfg: DictConfig) -> Path:
                     spatial,
                     per_class=bool(pcfg.get("probabilities_per_class", False)),
                 )
-            regions = None
+            labelled = None
             if subject.regions is not None:
-                regions = np.asarray(to_native(np.asarray(subject.regions), subject, order=0).dataobj)
+                labelled = np.asarray(to_native(np.asarray(subject.regions), subject, order=0).dataobj)
             voxel_mm3 = float(abs(np.linalg.det(reference.affine[:3, :3])))
             info = {"participant_id": f"sub-{record.subject}", "session": record.session, "group": record.group}
-            rows += region_volumes(labels, regions, voxel_mm3, info, model_roi=model_roi)
+            extra = {
+                "brain_mask_mm3": round(_brain_mask_mm3(subject), 3),
+                "model": str(pt),
+                "crossfit_fold": "n/a" if fold is None else fold,
+                "model_saw_subject": record.key in seen,
+            }
+            outline = predicted_regions if predicted_regions is not None else labelled
+            source = "model" if predicted_regions is not None else "reference regions"
+            for row in region_volumes(labels, outline, voxel_mm3, info, model_roi=model_roi):
+                rows.append({**row, **extra, "regions_from": source})
+            if labelled is not None and predicted_regions is not None:
+                for row in region_volumes(labels, labelled, voxel_mm3, info, model_roi=model_roi):
+                    reference_rows.append({**row, "regions_from": "reference regions"})
             if not np.any(labels):
                 log.warning("%s: the prediction is empty (all background)", record.key)
+        if reference_rows:
+            write_volumes(out / REFERENCE_VOLUMES_FILE, reference_rows)
         write_volumes(out / "volumes.tsv", rows)
         log.info("predicted %d subjects into %s", len(subjects), root)
     return out

@@ -151,6 +151,12 @@ class StageROI:
             mask &= ~roi_mask(regions, self.exclude, self.exclude_margin_mm, self.spacing)
         return mask
 
+    def excluded_patch(self, regions: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, X, Y, Z)`` bool: the excluded region and its margin as far as a patch shows it (none: all False)."""
+        if not self.exclude:
+            return torch.zeros(regions.shape, dtype=torch.bool, device=regions.device)
+        return roi_mask_torch(regions, self.exclude, self.exclude_margin_mm, self.spacing)
+
     def patch_mask(self, regions: torch.Tensor) -> torch.Tensor:
         """``(B, 1, X, Y, Z)`` bool ROI of a batch of patches (True = counted).
 

@@ -40,6 +40,7 @@ from finetune.init import TASK, initialise
 from finetune.metrics import mean_dice
 from finetune.module import VAL_METRIC, SegmentationModule, WholeVolumes, roi_dice
 from finetune.policy import build_segmentation_net, check_policy
+from finetune.region_head import REGION_HEAD, RegionHeadLoss, region_columns
 from finetune.roi import StageROI
 from finetune.roi_loss import ROIDiceCELoss
 from finetune.scoring import METRICS_FILE, score_subjects, write_metrics
@@ -78,6 +79,14 @@ def stage_roi(cfg: DictConfig) -> StageROI:
     return StageROI.from_config(cfg.stage, parse_spacing(cfg.data.spacing))
 
 
+def output_heads(cfg: DictConfig) -> tuple[int, ...]:
+    """Channels of the network's heads: tissue, then the region head when ``regions.enabled`` (the default)."""
+    enabled = cfg.get("regions", {}).get("enabled", True) if "regions" in cfg else False
+    if not isinstance(enabled, bool):
+        raise ConfigError("regions.enabled", f"expected true or false, got {enabled!r}")
+    return (N_CLASSES, len(REGION_HEAD)) if enabled else (N_CLASSES,)
+
+
 def stage_data_config(cfg: DictConfig) -> DictConfig:
     """``cfg.data`` with the stage's patch sampling (``data.roi`` = ``stage.roi``, ``data.roi_fraction``)."""
     data = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True)))
@@ -105,6 +114,9 @@ def model_sidecar(
         "task": TASK,
         "modalities": dm.modalities,
         "classes": [TISSUE_CLASSES[i] for i in sorted(TISSUE_CLASSES)],
+        "heads": {"tissue": [TISSUE_CLASSES[i] for i in sorted(TISSUE_CLASSES)], "regions": list(REGION_HEAD)}
+        if len(output_heads(cfg)) == 2
+        else {"tissue": [TISSUE_CLASSES[i] for i in sorted(TISSUE_CLASSES)]},
         "spacing": parse_spacing(data.spacing),
         "patch_size": list(parse_patch_size(data.patch_size)),
         "normalisation": OmegaConf.to_container(data.normalisation, resolve=True) if "normalisation" in data else None,
@@ -212,6 +224,7 @@ def _write_outputs(
         device,
         hd95=bool(cfg.eval.hd95),
         n_overlays=int(cfg.eval.n_overlays),
+        t1w_only=bool(cfg.eval.get("t1w_only", False)),
     )
     summary: dict[str, Any] = {
         "weights": selected[0],
@@ -222,6 +235,10 @@ def _write_outputs(
     }
     for cls in ("GM", "WM", "CSF"):
         summary[f"test_dice_{cls}"] = mean_dice(rows, (cls,))
+    for column in region_columns():
+        values = [float(r[column]) for r in rows if column in r and np.isfinite(float(r[column]))]  # type: ignore[arg-type]
+        if values:
+            summary[f"test_{column}"] = float(np.mean(values))
     if convergence is not None:
         summary["converged"] = convergence["converged"]
     extra = {
@@ -304,13 +321,15 @@ def run(cfg: DictConfig) -> Path:
         seed_everything(int(cfg.seed), deterministic=cfg.trainer.get("deterministic") is True)
         roi = stage_roi(cfg)
         dm, chosen, train_split = _datamodules(cfg)
-        net = build_segmentation_net(cfg.model, len(dm.modalities), N_CLASSES, policy)
+        heads = output_heads(cfg)
+        net = build_segmentation_net(cfg.model, len(dm.modalities), sum(heads), policy)
         init_info = initialise(net, cfg.get("init"), dm.modalities)
         layout = resolve_memory_format(
             cfg.trainer.get("memory_format", "auto"), resolve_accelerator(cfg.trainer.accelerator)
         )
         apply_memory_format(net, layout)
-        inference = InferenceSettings.from_config(cfg.inference, dm.patch_size, int(np.prod(cfg.model.strides)))
+        stride = int(np.prod(cfg.model.strides))
+        inference = InferenceSettings.from_config(cfg.inference, dm.patch_size, stride, heads)
         loss = ROIDiceCELoss(N_CLASSES, **cast(dict, OmegaConf.to_container(cfg.loss, resolve=True)))
         optim = optim_config(cfg)
         seed = int(cfg.labels.seed)
@@ -324,6 +343,8 @@ def run(cfg: DictConfig) -> Path:
             total_steps=int(cfg.trainer.max_steps),
             inference=inference,
             val_subjects=selection.val_subjects if selection else (),
+            region_loss=RegionHeadLoss() if len(heads) == 2 else None,
+            lambda_regions=float(cfg.regions.get("lambda", 1.0)) if "regions" in cfg else 1.0,
         )
         selected: tuple[str, float | None]
         if selection is None:

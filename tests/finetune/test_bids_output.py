@@ -67,7 +67,12 @@ def test_derivative_layout(tmp_path):
     assert lut[1] == "2 0.9490 0.2510 0.2000 GM"  # #f24033 in 0..1
     itk = (root / "tissue_itksnap.txt").read_text()
     assert '    2   242   64   51     1.00  1  1    "GM"' in itk and '"Clear Label"' in itk
-    assert (root / ".bidsignore").read_text().split() == ["tissue_fsleyes.lut", "tissue_itksnap.txt"]
+    assert (root / ".bidsignore").read_text().split() == [
+        "tissue_fsleyes.lut",
+        "tissue_itksnap.txt",
+        "regions_fsleyes.lut",
+        "regions_itksnap.txt",
+    ]
 
 
 def test_in_dataset_links_are_relative(tmp_path):

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from finetune import predict, train
 from finetune.metrics import metric_columns
+from finetune.region_head import region_columns
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.models.checkpoint import read_sidecar, save_weights
@@ -72,7 +73,9 @@ def test_subcortical_then_brainstem_then_predict(tmp_path, cohort, pretrain_run)
     assert not set(meta["val_subjects"]) & set(test_keys)
     metrics = pd.read_csv(sub / "metrics.csv")
     assert metrics["subject"].tolist() == test_keys
-    assert list(metrics.columns) == ["subject", "group", "roi_voxels", *metric_columns()]
+    t1w_only = [f"t1w_only_dice_{c}" for c in ("GM", "WM", "CSF")]
+    assert list(metrics.columns) == ["subject", "group", "roi_voxels", *metric_columns(), *region_columns(), *t1w_only]
+    assert meta["heads"]["regions"][0] == "other" and meta["architecture"]["config"]["out_channels"] == 4 + 8
     assert (metrics["vol_true_GM_mm3"] > 0).all() and (metrics["vol_true_WM_mm3"] > 0).all()
     assert metrics["dice_GM"].between(0, 1).all()
     assert (sub / "overlays.png").stat().st_size > 1000
