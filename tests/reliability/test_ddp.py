@@ -93,6 +93,9 @@ def rank_datasets(dm: BrainDataModule) -> list[PatchDataset]:
             min_modalities=dm.min_modalities,
             views=2,
             shard=False,
+            modality_subsets=dm.modality_subsets,
+            view_overlap=dm.view_overlap,
+            view_augment=dm.view_augment,
         )
         for rank in range(WORLD)
     ]
