@@ -23,7 +23,7 @@ from ssl_pretrain.methods.mae import MAE, MAELoss
 from ssl_pretrain.methods.mae_simclr import MAESimCLR
 from ssl_pretrain.methods.masking import as_block
 from ssl_pretrain.methods.simclr import SimCLR
-from ssl_pretrain.methods.vicreg import VICReg
+from ssl_pretrain.methods.vicreg import HEAD_NORMS, VICReg
 
 METHODS = ("mae", "simclr", "mae_simclr", "vicreg")
 PretrainMethod = MAE | SimCLR | MAESimCLR | VICReg
@@ -69,6 +69,14 @@ def check_method_config(method_cfg: DictConfig, patch_size: int | Sequence[int],
             raise ConfigError("data.batch_size", f"{name} needs at least 2 samples per batch, got {batch_size}")
         if name != "vicreg" and float(method_cfg.temperature) <= 0:
             raise ConfigError("method.temperature", f"must be > 0, got {method_cfg.temperature}")
+        if name != "vicreg":
+            size = method_cfg.get("memory_bank_size", 0)
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ConfigError("method.memory_bank_size", f"must be an integer >= 0 (0: no bank), got {size!r}")
+        if name == "vicreg" and method_cfg.head.get("norm", "none") not in HEAD_NORMS:
+            raise ConfigError(
+                "method.head.norm", f"must be one of {', '.join(HEAD_NORMS)}, got {method_cfg.head.norm!r}"
+            )
 
 
 def _simclr(encoder: nn.Module, cfg: DictConfig) -> SimCLR:
@@ -81,6 +89,7 @@ def _simclr(encoder: nn.Module, cfg: DictConfig) -> SimCLR:
         batch_norm=bool(head.batch_norm),
         temperature=float(cfg.temperature),
         gather_distributed=bool(cfg.gather_distributed),
+        memory_bank_size=int(cfg.get("memory_bank_size", 0)),
     )
 
 
@@ -88,14 +97,21 @@ def _mae(model_cfg: DictConfig, cfg: DictConfig, in_channels: int) -> MAE:
     from ssl_pretrain.models.unet import build_unet
 
     unet = build_unet(model_cfg, in_channels, in_channels)
-    return MAE(
-        unet,
-        in_channels,
-        mask_ratio=float(cfg.mask_ratio),
-        mask_block=as_block(cfg.mask_block),
-        norm_target=bool(cfg.norm_target),
-        mask_token=bool(cfg.mask_token),
-    )
+    try:
+        return MAE(
+            unet,
+            in_channels,
+            mask_ratio=float(cfg.mask_ratio),
+            mask_block=as_block(cfg.mask_block),
+            norm_target=bool(cfg.get("norm_target", False)),
+            mask_token=bool(cfg.get("mask_token", True)),
+            cross_modal=bool(cfg.get("cross_modal", True)),
+            sparse_norm=bool(cfg.get("sparse_norm", False)),
+        )
+    except ValueError as err:
+        if "sparse normalisation" in str(err):
+            raise ConfigError("method.sparse_norm", str(err)) from None
+        raise
 
 
 def build_method(method_cfg: DictConfig, model_cfg: DictConfig, in_channels: int) -> PretrainMethod:
@@ -128,5 +144,6 @@ def build_method(method_cfg: DictConfig, model_cfg: DictConfig, in_channels: int
             mu_param=float(method_cfg.mu_param),
             nu_param=float(method_cfg.nu_param),
             gather_distributed=bool(method_cfg.gather_distributed),
+            head_norm=str(head.get("norm", "none")),
         )
     raise ConfigError("method.name", f"unknown method {name!r}; choose one of {', '.join(METHODS)}")

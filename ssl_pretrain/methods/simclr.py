@@ -4,6 +4,14 @@ Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning o
 Representations", ICML 2020 (https://arxiv.org/abs/2002.05709). The deepest encoder features of each
 view are average-pooled, projected by lightly's ``SimCLRProjectionHead`` and compared with lightly's
 ``NTXentLoss``; under DDP the negatives are gathered from every process (``gather_distributed``).
+
+3D batches hold 2–8 patches, so in-batch NT-Xent has 2–14 negatives. With ``memory_bank_size = K > 0``
+lightly's ``NTXentLoss`` takes its negatives from a queue of the last K second-view projections instead
+(Wu, Xiong, Yu, Lin, "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR
+2018; the queue of MoCo, He et al. CVPR 2020, https://arxiv.org/abs/1911.05722, without the momentum
+encoder). The queue (``loss.memory_bank.bank`` and its pointer) is registered as persistent state, so it
+is saved in checkpoints and a resumed run continues with the same negatives. Entries are up to
+``K / (batch · world size)`` steps old: a small K keeps them close to the current encoder.
 """
 
 from __future__ import annotations
@@ -19,6 +27,20 @@ from torch import Tensor, nn
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B
 
 
+def persist_memory_bank(loss: nn.Module) -> None:
+    """Register a lightly loss's memory-bank buffers (``bank``, ``bank_ptr``) as persistent state.
+
+    Lightly registers them with ``persistent=False``, so they would be missing from checkpoints and a resumed
+    run would restart from a fresh random queue; registering the same tensors again with
+    ``persistent=True`` (``nn.Module.register_buffer``) puts them in the state dict.
+    """
+    bank = getattr(loss, "memory_bank", None)
+    if bank is None or bank.size == (0,):
+        return
+    for name in ("bank", "bank_ptr"):
+        bank.register_buffer(name, getattr(bank, name), persistent=True)
+
+
 def pooled_features(encoder: nn.Module, image: Tensor) -> Tensor:
     """Global average of the encoder's deepest feature map: ``(B, C, X, Y, Z) -> (B, F)``."""
     return encoder(image)[-1].float().mean(dim=(2, 3, 4))
@@ -32,7 +54,8 @@ class SimCLR(nn.Module):
         hidden_dim / output_dim / num_layers / batch_norm: the projection head (lightly's
             ``SimCLRProjectionHead``; ``num_layers=2`` is SimCLR v1).
         temperature: NT-Xent temperature τ.
-        gather_distributed: gather negatives from all processes under DDP.
+        gather_distributed: gather negatives from all processes under DDP (and the queue's new entries).
+        memory_bank_size: negatives kept in lightly's memory bank (0: in-batch negatives only).
     """
 
     name = "simclr"
@@ -45,8 +68,9 @@ class SimCLR(nn.Module):
         output_dim: int = 128,
         num_layers: int = 2,
         batch_norm: bool = True,
-        temperature: float = 0.1,
+        temperature: float = 0.5,
         gather_distributed: bool = True,
+        memory_bank_size: int = 0,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -56,7 +80,11 @@ class SimCLR(nn.Module):
         self.encoder = encoder
         feature_dim = int(cast(Sequence[int], encoder.feature_channels)[-1])
         self.head = SimCLRProjectionHead(feature_dim, hidden_dim, output_dim, num_layers, batch_norm)
-        self.loss = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
+        if memory_bank_size < 0:
+            raise ValueError(f"memory_bank_size must be >= 0, got {memory_bank_size}")
+        bank = (int(memory_bank_size), output_dim) if memory_bank_size else 0
+        self.loss = NTXentLoss(temperature=temperature, memory_bank_size=bank, gather_distributed=gather_distributed)
+        persist_memory_bank(self.loss)
 
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""
