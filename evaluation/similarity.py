@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from evaluation.features import RegionFeatures
+from ssl_pretrain.models.features import RegionFeatures
 
 
 def _as_2d(x: np.ndarray, name: str) -> np.ndarray:

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluation.features import RegionFeatures, encoder_features_at, sample_class_balanced
 from evaluation.probes import transfer_matrix
 from evaluation.similarity import cka_matrix, shift_matrix
 from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.errors import DataError
+from ssl_pretrain.models.features import RegionFeatures, encoder_features_at, sample_class_balanced
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.features import RegionFeatures
 from evaluation.similarity import cka_matrix, domain_shift, linear_cka, mmd_rbf, shift_matrix
+from ssl_pretrain.models.features import RegionFeatures
 
 
 @pytest.fixture(scope="module")
