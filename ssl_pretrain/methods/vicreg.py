@@ -14,6 +14,10 @@ chooses ``none`` (default), ``layer`` (LayerNorm per sample) or ``batch`` (Batch
 ``trainer.sync_batchnorm=true`` Lightning makes it a SyncBatchNorm over every process's samples, the
 only setting where it makes sense). The variance and covariance terms are still estimated over the
 batch (gathered from every process with ``gather_distributed``): VICReg needs many samples per step.
+
+With a ``local`` term (:class:`~ssl_pretrain.methods.local_vicreg.LocalVICRegLoss`, VICRegL) the loss is
+``alpha · global + (1 − alpha) · local``: the shallow stages that feed the U-Net skips get their own
+objective, and its variance/covariance terms are estimated over many vectors per sample.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from lightly.models.modules.heads import ProjectionHead
 from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B
+from ssl_pretrain.methods.local_vicreg import LocalVICRegLoss
 from ssl_pretrain.methods.simclr import pooled_features
 
 HEAD_NORMS = ("none", "layer", "batch")
@@ -71,6 +76,8 @@ class VICReg(nn.Module):
         lambda_param / mu_param / nu_param: weights of the invariance, variance and covariance terms
             (paper: 25, 25, 1).
         gather_distributed: compute variance/covariance over the batches of all processes under DDP.
+        local: VICRegL's local term on encoder stages (None: global VICReg only).
+        alpha: weight of the global term when ``local`` is given (VICRegL: 0.75).
     """
 
     name = "vicreg"
@@ -87,6 +94,8 @@ class VICReg(nn.Module):
         nu_param: float = 1.0,
         gather_distributed: bool = True,
         head_norm: str = "none",
+        local: LocalVICRegLoss | None = None,
+        alpha: float = 0.75,
     ) -> None:
         super().__init__()
         if min(hidden_dim, output_dim) < 1 or num_layers < 2:
@@ -95,6 +104,10 @@ class VICReg(nn.Module):
         feature_dim = int(cast(Sequence[int], encoder.feature_channels)[-1])
         self.head = vicreg_head(feature_dim, hidden_dim, output_dim, num_layers, head_norm)
         self.loss = VICRegLoss(lambda_param, mu_param, nu_param, gather_distributed=gather_distributed)
+        if local is not None and not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must lie in [0, 1) with a local term, got {alpha}")
+        self.local = local
+        self.alpha = float(alpha) if local is not None else 1.0
 
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""
@@ -102,10 +115,11 @@ class VICReg(nn.Module):
         return features, self.head(features)
 
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Loss of one two-view batch with its three (unweighted, this process's) terms logged beside it."""
-        _, z_a = self.embed(batch[IMAGE])
-        _, z_b = self.embed(batch[IMAGE_B])
-        z_a, z_b = z_a.float(), z_b.float()
+        """Loss of one two-view batch with its three (unweighted, this process's) global terms logged beside it,
+        and with a local term ``global`` and ``local`` too. ``generator`` draws the local term's positions."""
+        features_a, features_b = self.encoder(batch[IMAGE]), self.encoder(batch[IMAGE_B])
+        z_a = self.head(features_a[-1].float().mean(dim=(2, 3, 4))).float()
+        z_b = self.head(features_b[-1].float().mean(dim=(2, 3, 4))).float()
         with torch.autocast(z_a.device.type, enabled=False):  # covariance in fp32, also under bf16
             loss = self.loss(z_a, z_b)
         with torch.no_grad():
@@ -114,4 +128,8 @@ class VICReg(nn.Module):
                 "variance": 0.5 * (variance_loss(z_a, self.loss.eps) + variance_loss(z_b, self.loss.eps)),
                 "covariance": covariance_loss(z_a) + covariance_loss(z_b),
             }
-        return {"loss": loss, **terms}
+        if self.local is None:
+            return {"loss": loss, **terms}
+        local = self.local(features_a, features_b, generator)
+        total = self.alpha * loss + (1.0 - self.alpha) * local
+        return {"loss": total, **terms, "global": loss.detach(), "local": local.detach()}

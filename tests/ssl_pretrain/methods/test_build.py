@@ -94,6 +94,7 @@ def test_mae_simclr_contrasts_unmasked_views() -> None:
         ("simclr", {"memory_bank_size": -4}, 16, 2, "method.memory_bank_size"),
         ("mae_simclr", {"memory_bank_size": 2.5}, 16, 2, "method.memory_bank_size"),
         ("vicreg", {"head": {"norm": "group"}}, 16, 2, "method.head.norm"),
+        ("vicreg", {"local": {"alpha": 1.5}}, 16, 2, "method.local.alpha"),
     ],
 )
 def test_bad_method_config_names_the_key(name: str, overrides: dict, patch: object, batch: int, key: str) -> None:
@@ -113,6 +114,13 @@ def test_configs_build_the_faithful_defaults() -> None:
     assert both.simclr.loss.memory_bank.size == (256, 8) and both.mae.cross_modal
     vicreg = build_method(method_cfg("vicreg"), TINY_MODEL, 2)
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in vicreg.head.modules())
+    assert vicreg.alpha == 0.75 and vicreg.local is not None and vicreg.local.stages == [0]  # all but the deepest
+    assert build_method(method_cfg("vicreg", local={"alpha": 1.0}), TINY_MODEL, 2).local is None
     batch_norm_model = OmegaConf.merge(TINY_MODEL, {"norm": "batch"})
     with pytest.raises(ConfigError, match=r"method\.sparse_norm"):
         build_method(method_cfg("mae", mask_block=4, sparse_norm=True), batch_norm_model, 2)
+
+
+def test_local_stages_outside_the_encoder_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"method\.local"):
+        build_method(method_cfg("vicreg", local={"stages": [5]}), TINY_MODEL, 2)
