@@ -5,8 +5,9 @@ it started from (same architecture, same weights before the first step), on subj
 
 1. **Frozen-encoder GM/WM linear probes** in the subcortical ROI and in the brainstem
    (:func:`probe_evidence`). Per region, class-balanced GM/WM voxels are drawn in each labelled subject,
-   the frozen encoder's multi-scale features are read there (:mod:`ssl_pretrain.models.features`; windows
-   of the training patch size, as the encoder saw in training), a standardised logistic regression is
+   the frozen encoder's multi-scale features are read there (:mod:`ssl_pretrain.models.features`, one
+   pass over the ROI's box plus a quarter patch of context: inputs of about the training patch size, as
+   the encoder saw in training), a standardised logistic regression is
    trained on the *train*-split subjects' voxels and scored (balanced accuracy, 0.5 = chance) on each
    *validation*-split subject (never the test split). This is done per input condition: every acquired
    modality (``all``) and T1w alone (``T1w``), the two deployment cases. Confidence intervals are over
@@ -29,8 +30,8 @@ Schema of ``embedding_quality.json`` (``schema_version`` 1; values are examples)
       "method": "mae",
       "reference": "random: the encoder at initialisation (same architecture and seed), before any step",
       "subjects": {"train": ["sub-01", ...], "validation": ["sub-07", ...]},   # keys used (labelled or not)
-      "settings": {"voxels_per_subject": 200, "max_train_subjects": 12, "max_val_subjects": 12,
-                   "inputs": ["all", "T1w"], "window": [32, 32, 32], "bootstrap": 2000,
+      "settings": {"voxels_per_subject": 200, "max_train_subjects": 8, "max_val_subjects": 12,
+                   "inputs": ["all", "T1w"], "context": 8, "bootstrap": 2000,
                    "confidence": 0.95, "seed": 0},
       "probes": {
         "status": "done",                        # or "skipped" with "reason": "..."
@@ -64,7 +65,7 @@ Schema of ``embedding_quality.json`` (``schema_version`` 1; values are examples)
       "embeddings": {...}                        # two-view methods only: alignment/uniformity, initial and trained
     }
 
-A ``ci95`` is ``null`` with a ``ci_note`` when it cannot be computed (fewer than two subjects, or all
+A ``ci95`` is ``null`` with a ``ci_note`` when it cannot be computed (fewer than three subjects, or all
 subjects equal).
 """
 
@@ -81,7 +82,7 @@ from torch import nn
 from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.evidence.intervals import mean_ci
-from ssl_pretrain.evidence.probes import REGIONS, input_channels, probe_evidence, probe_window
+from ssl_pretrain.evidence.probes import REGIONS, input_channels, probe_context, probe_evidence
 from ssl_pretrain.evidence.reconstruction import reconstruction_evidence
 
 SCHEMA_VERSION = 1
@@ -106,7 +107,7 @@ def evidence_settings(
 
     Args:
         cfg: the ``evidence`` config group.
-        patch_size: ``data.patch_size`` (probe windows).
+        patch_size: ``data.patch_size`` (the probes' context around each ROI box).
         stride: the encoder's total stride.
         modalities: ``data.modalities`` (the input conditions must name them).
 
@@ -141,7 +142,7 @@ def evidence_settings(
         seed=int(cfg.get("seed", 0)),
         stride=int(stride),
         patch_size=[int(p) for p in patch_size],
-        window=probe_window(patch_size, stride),
+        context=probe_context(patch_size, stride),
     )
     return out
 

@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from ssl_pretrain.data.cache import CachedSubject
+from ssl_pretrain.data.grid import read_box
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.errors import ConfigError, DataError
 from ssl_pretrain.evidence.intervals import mean_ci
@@ -37,18 +38,6 @@ def input_channels(name: str, modalities: Sequence[str]) -> list[int]:
     return [modalities.index(p) for p in parts]
 
 
-def shown_volume(subject: CachedSubject, channels: Sequence[int]) -> torch.Tensor | None:
-    """The subject's ``(C, X, Y, Z)`` image with only ``channels`` kept (others zero); ``None`` without any."""
-    kept = np.zeros(len(subject.presence), bool)
-    kept[list(channels)] = True
-    kept &= np.asarray(subject.presence, bool)
-    if not kept.any():
-        return None
-    volume = np.array(subject.image, dtype=np.float32)
-    volume[~kept] = 0.0
-    return torch.from_numpy(volume)
-
-
 def _voxels(
     subjects: Sequence[CachedSubject], region: str, n: int, seed: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -65,25 +54,40 @@ def _voxels(
     return out
 
 
-def _features(
+def roi_box_features(
     encoder: nn.Module,
     subject: CachedSubject,
     channels: Sequence[int],
     coords: np.ndarray,
     stride: int,
-    window: Sequence[int] | None,
+    context: int,
 ) -> np.ndarray | None:
-    volume = shown_volume(subject, channels)
-    if volume is None:
+    """Frozen features at ``coords`` from one encoder pass over their bounding box plus ``context`` voxels.
+
+    The box (padded with the subject's background outside its volume, size a multiple of ``stride``) is
+    about the size of a training patch around an ROI, so the encoder sees inputs like those it trained on
+    and a probe costs one small pass per subject instead of a whole volume. Channels outside ``channels``
+    are zero (the input condition).
+
+    Returns:
+        ``(N, F)`` features, or ``None`` when the subject has none of ``channels``.
+    """
+    kept = np.zeros(len(subject.presence), bool)
+    kept[list(channels)] = True
+    kept &= np.asarray(subject.presence, bool)
+    if not kept.any():
         return None
-    return encoder_features_at(encoder, volume, coords, pad_multiple=stride, roi_size=window)
+    coords = np.asarray(coords, dtype=np.int64)
+    lo = coords.min(axis=0) - context
+    size = -(-(coords.max(axis=0) + 1 + context - lo) // stride) * stride
+    box = read_box(subject.image, lo, size, fill=subject.background, dtype=np.float32)
+    box[~kept] = 0.0
+    return encoder_features_at(encoder, torch.from_numpy(box), coords - lo, pad_multiple=stride)
 
 
-def probe_window(patch_size: Sequence[int], stride: int) -> list[int] | None:
-    """Training-size windows for feature extraction when they leave a tile (see ``encoder_features_at``), else None."""
-    patch = [int(p) for p in patch_size]
-    margin = [max(p // 4 // stride * stride, stride) for p in patch]
-    return patch if all(p % stride == 0 and p - 2 * m > 0 for p, m in zip(patch, margin, strict=True)) else None
+def probe_context(patch_size: Sequence[int], stride: int) -> int:
+    """Context voxels around an ROI's box: a quarter of the patch edge, a multiple of the stride (>= stride)."""
+    return max(int(min(patch_size)) // 4 // stride * stride, stride)
 
 
 def _fit_probe(X: np.ndarray, y: np.ndarray, seed: int) -> Any:
@@ -105,7 +109,7 @@ def _probe_region(
         side = "train" if not train_vox else "validation"
         return {"status": "skipped", "reason": f"no {side}-split subject with GM and WM labels in the {region} ROI"}
     by_key = {s.key: s for s in (*train, *val)}
-    stride, window = int(settings["stride"]), settings["window"]
+    stride, context = int(settings["stride"]), int(settings["context"])
     result: dict[str, Any] = {"status": "done", "n_train_subjects": len(train_vox), "n_val_subjects": len(val_vox)}
     result["inputs"] = {}
     for input_name, channels in inputs.items():
@@ -113,7 +117,7 @@ def _probe_region(
         for label, encoder in encoders.items():
             X_parts, y_parts = [], []
             for key, (coords, y) in train_vox.items():
-                feats = _features(encoder, by_key[key], channels, coords, stride, window)
+                feats = roi_box_features(encoder, by_key[key], channels, coords, stride, context)
                 if feats is not None:
                     X_parts.append(feats)
                     y_parts.append(y)
@@ -123,7 +127,7 @@ def _probe_region(
             result["n_train_voxels"] = int(sum(len(y) for y in y_parts))
             scores[label] = {}
             for key, (coords, y) in val_vox.items():
-                feats = _features(encoder, by_key[key], channels, coords, stride, window)
+                feats = roi_box_features(encoder, by_key[key], channels, coords, stride, context)
                 if feats is not None:
                     scores[label][key] = float(balanced_accuracy_score(y, probe.predict(feats)))
         if len(scores) < len(encoders) or not all(scores.values()):
@@ -158,7 +162,7 @@ def probe_evidence(
         encoders: ``{"pretrained": encoder, "random": encoder}``, each returning multi-scale feature maps.
         train / val: train- and validation-split subjects (probe training / scoring; labels optional).
         modalities: channel names.
-        settings: ``voxels_per_subject``, ``inputs``, ``stride`` (total encoder stride), ``window``,
+        settings: ``voxels_per_subject``, ``inputs``, ``stride`` (total encoder stride), ``context``,
             ``bootstrap``, ``confidence``, ``seed``.
 
     Returns:

@@ -238,7 +238,7 @@ def test_tiny_demo_run_writes_the_documented_evidence(demo_cohort: Path, tmp_pat
         "validation": [s.key for s in dm.val_subjects],
     }
     assert not set(report["subjects"]["train"]) & set(report["subjects"]["validation"])
-    assert report["settings"]["inputs"] == ["all", "T1w"] and report["settings"]["window"] == [16, 16, 16]
+    assert report["settings"]["inputs"] == ["all", "T1w"] and report["settings"]["context"] == 4
     probes = report["probes"]
     assert probes["status"] == "done" and probes["score"] == "balanced_accuracy"
     for region in ("subcortical", "brainstem"):
