@@ -13,10 +13,11 @@ it started from (same architecture, same weights before the first step), on subj
    modality (``all``) and T1w alone (``T1w``), the two deployment cases. Confidence intervals are over
    validation subjects (``scipy.stats.bootstrap``, BCa), also for the paired pretrained − random gap.
 2. **Cross-modal reconstruction** (methods with an MAE, :func:`reconstruction_evidence`): from T1w-only
-   input (no mask), the MAE's error on every other acquired modality inside the brain of validation
-   patches, against the per-modality mean predictor (the train-split mean inside the brain; 0 in
-   block-normalised units with ``method.norm_target``). ``skill = 1 − mse / mean_predictor_mse``
-   (0: no better than the mean; 1: perfect), with a BCa CI over subjects.
+   input, the MAE's error on every other acquired modality inside the brain of validation patches,
+   against the per-modality mean predictor (the train-split mean inside the brain; 0 in block-normalised
+   units with ``method.norm_target``). ``skill = 1 − mse / mean_predictor_mse`` (0: no better than the
+   mean; 1: perfect), with a BCa CI over subjects; once with the T1w input whole (the deployment
+   condition) and once with its blocks masked as in training (``masked``: the pretext task).
 3. For two-view methods, alignment and uniformity of the validation embeddings (Wang & Isola 2020), as
    :func:`ssl_pretrain.pretrain.embedding_report` computes them.
 
@@ -60,7 +61,8 @@ Schema of ``embedding_quality.json`` (``schema_version`` 1; values are examples)
         "modalities": {
           "T2w": {"mse": 0.031, "mean_predictor_mse": 0.052, "skill": 0.40, "skill_ci95": [0.31, 0.48],
                   "n_subjects": 2, "per_subject": {"sub-07": {"mse": 0.03, "mean_predictor_mse": 0.05}}}
-        }
+        },
+        "masked": {"mask": "0.75 of the input's 8x8x8 blocks hidden, as in training", "modalities": {...}}
       },
       "embeddings": {...}                        # two-view methods only: alignment/uniformity, initial and trained
     }
@@ -213,6 +215,10 @@ def _frozen_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
+def _ci(interval: Sequence[float] | None) -> str:
+    return "none" if interval is None else f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
+
+
 def summary_lines(report: Mapping[str, Any]) -> list[str]:
     """One log line per probe (region, input) and per reconstructed modality."""
     lines = []
@@ -230,14 +236,16 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             lines.append(
                 f"probe {region} [{name} input]: balanced accuracy {res['pretrained']['mean']:.3f} "
                 f"(random encoder {res['random']['mean']:.3f}; gap {res['gap']['mean']:+.3f}, "
-                f"95% CI {res['gap']['ci95']})"
+                f"95% CI {_ci(res['gap']['ci95'])})"
             )
     rec: Mapping[str, Any] = report.get("reconstruction") or {}
     if rec and rec.get("status") != "done":
         lines.append(f"reconstruction skipped: {rec.get('reason')}")
-    for name, res in rec.get("modalities", {}).items():
-        lines.append(
-            f"reconstruction {name} from {rec['input']} alone: mse {res['mse']:.4f} vs mean predictor "
-            f"{res['mean_predictor_mse']:.4f} (skill {res['skill']:+.3f}, 95% CI {res['skill_ci95']})"
-        )
+    for label, part in (("whole", rec), ("masked", rec.get("masked") or {})):
+        for name, res in part.get("modalities", {}).items():
+            lines.append(
+                f"reconstruction {name} from {rec['input']} alone ({label} input): mse {res['mse']:.4f} vs "
+                f"mean predictor {res['mean_predictor_mse']:.4f} (skill {res['skill']:+.3f}, "
+                f"95% CI {_ci(res['skill_ci95'])})"
+            )
     return lines

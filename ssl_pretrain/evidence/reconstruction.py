@@ -35,6 +35,78 @@ def _patch_centres(subject: CachedSubject, k: int, rng: np.random.Generator) -> 
     return np.stack(np.unravel_index(chosen, subject.brain.shape), 1)
 
 
+def _squared_errors(
+    mae: MAE,
+    subjects: Sequence[CachedSubject],
+    src: int,
+    means: np.ndarray,
+    settings: Mapping[str, Any],
+    masked: bool,
+) -> dict[int, dict[str, list[float]]]:
+    """``{channel: {subject: [mse, mean-predictor mse]}}`` inside the brain of each subject's patches.
+
+    The input shows channel ``src`` alone; with ``masked`` its blocks are hidden as in training (masks drawn
+    from the evidence seed), else it is whole. Patch centres depend on the seed only, so both conditions
+    score the same patches.
+    """
+    patch = np.asarray(settings["patch_size"], int)
+    rng = np.random.default_rng(int(settings["seed"]))
+    masks = torch.Generator().manual_seed(int(settings["seed"]))
+    device = next(mae.parameters()).device
+    presence = torch.zeros(1, len(means), device=device)
+    presence[0, src] = 1.0
+    sums: dict[int, dict[str, list[float]]] = {}
+    for subject in subjects:
+        totals: dict[int, list[float]] = {}
+        for centre in _patch_centres(subject, int(settings["patches_per_subject"]), rng):
+            lo = centre - patch // 2
+            image = torch.from_numpy(read_box(subject.image, lo, patch, fill=subject.background, dtype=np.float32))
+            brain = torch.from_numpy(read_box(subject.brain, lo, patch, fill=0) > 0)
+            shown = torch.zeros_like(image)
+            shown[src] = image[src]
+            shown = shown[None].to(device)
+            mask = mae.draw_mask(shown, masks) if masked else torch.zeros_like(shown[:, :1])
+            _, pred = mae.reconstruct(shown, mask, presence)
+            target = mae.loss.prepare_target(image[None])[0]
+            for c in (int(i) for i in np.flatnonzero(subject.presence)):
+                if c == src or not np.isfinite(means[c]):
+                    continue
+                t = target[c][brain]
+                acc = totals.setdefault(c, [0.0, 0.0, 0.0])
+                acc[0] += float(((pred[0, c].float().cpu()[brain] - t) ** 2).sum())
+                acc[1] += float(((float(means[c]) - t) ** 2).sum())
+                acc[2] += int(brain.sum())
+        for c, (err, base, n) in totals.items():
+            if n:
+                sums.setdefault(c, {})[subject.key] = [err / n, base / n]
+    return sums
+
+
+def _summarise(
+    sums: Mapping[int, Mapping[str, list[float]]], modalities: Sequence[str], settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Per modality: mean mse, mean-predictor mse, skill ``1 − mse / mean-predictor mse`` with its CI."""
+    boot, conf, seed = int(settings["bootstrap"]), float(settings["confidence"]), int(settings["seed"])
+    out: dict[str, Any] = {}
+    for c, per_subject in sorted(sums.items()):
+        mse_s = np.array([v[0] for v in per_subject.values()])
+        base_s = np.array([v[1] for v in per_subject.values()])
+        skill = 1.0 - mse_s / np.maximum(base_s, 1e-12)
+        ci = mean_ci(skill.tolist(), boot, conf, seed)
+        entry = {
+            "mse": float(mse_s.mean()),
+            "mean_predictor_mse": float(base_s.mean()),
+            "skill": ci["mean"],
+            "skill_ci95": ci["ci95"],
+            "n_subjects": len(per_subject),
+            "per_subject": {k: {"mse": v[0], "mean_predictor_mse": v[1]} for k, v in per_subject.items()},
+        }
+        if "ci_note" in ci:
+            entry["ci_note"] = ci["ci_note"]
+        out[modalities[c]] = entry
+    return out
+
+
 @torch.no_grad()
 def reconstruction_evidence(
     mae: MAE,
@@ -45,9 +117,13 @@ def reconstruction_evidence(
 ) -> dict[str, Any]:
     """Cross-modal reconstruction error from one input modality against the per-modality mean predictor.
 
+    Measured twice on the same validation patches: with the input whole (``modalities``: the deployment
+    condition, an input the MAE never saw unmasked in training) and with its blocks masked as in training
+    (``masked``: the pretext task itself). The other modalities are hidden entirely in both.
+
     Args:
-        mae: an :class:`~ssl_pretrain.methods.mae.MAE` (its ``reconstruct``, ``loss.prepare_target`` and
-            ``loss.norm_target`` are used).
+        mae: an :class:`~ssl_pretrain.methods.mae.MAE` (its ``reconstruct``, ``draw_mask``,
+            ``loss.prepare_target`` and ``loss.norm_target`` are used).
         train: train-split subjects (the mean predictor's intensities).
         val: validation-split subjects (where the error is measured).
         modalities: channel names.
@@ -66,65 +142,26 @@ def reconstruction_evidence(
         return {"status": "skipped", "reason": f"no validation-split subject has {source}"}
     norm_target = bool(mae.loss.norm_target)
     means = np.zeros(len(modalities)) if norm_target else _brain_means(train, len(modalities))
-    patch = np.asarray(settings["patch_size"], int)
-    rng = np.random.default_rng(int(settings["seed"]))
-    device = next(mae.parameters()).device
-    sums: dict[int, dict[str, list[float]]] = {}
     was_training = mae.training
     mae.eval()
     try:
-        for subject in subjects:
-            totals: dict[int, list[float]] = {}
-            for centre in _patch_centres(subject, int(settings["patches_per_subject"]), rng):
-                lo = centre - patch // 2
-                image = torch.from_numpy(read_box(subject.image, lo, patch, fill=subject.background, dtype=np.float32))
-                brain = torch.from_numpy(read_box(subject.brain, lo, patch, fill=0) > 0)
-                shown = torch.zeros_like(image)
-                shown[src] = image[src]
-                presence = torch.zeros(1, len(modalities))
-                presence[0, src] = 1.0
-                mask = torch.zeros(1, 1, *patch.tolist())
-                _, pred = mae.reconstruct(shown[None].to(device), mask.to(device), presence.to(device))
-                target = mae.loss.prepare_target(image[None])[0]
-                for c in (int(i) for i in np.flatnonzero(subject.presence)):
-                    if c == src or not np.isfinite(means[c]):
-                        continue
-                    t = target[c][brain]
-                    err = float(((pred[0, c].float().cpu()[brain] - t) ** 2).sum())
-                    base = float(((float(means[c]) - t) ** 2).sum())
-                    acc = totals.setdefault(c, [0.0, 0.0, 0.0])
-                    acc[0], acc[1], acc[2] = acc[0] + err, acc[1] + base, acc[2] + int(brain.sum())
-            for c, (err, base, n) in totals.items():
-                if n:
-                    sums.setdefault(c, {})[subject.key] = [err / n, base / n]
+        whole = _squared_errors(mae, subjects, src, means, settings, masked=False)
+        hidden = _squared_errors(mae, subjects, src, means, settings, masked=True)
     finally:
         mae.train(was_training)
-    out: dict[str, Any] = {
+    if not whole:
+        return {"status": "skipped", "reason": f"no validation subject with {source} has another modality"}
+    block = "x".join(str(b) for b in mae.mask_block)
+    return {
         "status": "done",
         "input": source,
         "mask": "none (the whole input visible)",
         "units": "block-normalised" if norm_target else "normalised intensity",
         "patches_per_subject": int(settings["patches_per_subject"]),
         "n_subjects": len(subjects),
-        "modalities": {},
+        "modalities": _summarise(whole, modalities, settings),
+        "masked": {
+            "mask": f"{mae.mask_ratio:g} of the input's {block} blocks hidden, as in training",
+            "modalities": _summarise(hidden, modalities, settings),
+        },
     }
-    boot, conf, seed = int(settings["bootstrap"]), float(settings["confidence"]), int(settings["seed"])
-    for c, per_subject in sorted(sums.items()):
-        mse_s = np.array([v[0] for v in per_subject.values()])
-        base_s = np.array([v[1] for v in per_subject.values()])
-        skill = 1.0 - mse_s / np.maximum(base_s, 1e-12)
-        ci = mean_ci(skill.tolist(), boot, conf, seed)
-        entry = {
-            "mse": float(mse_s.mean()),
-            "mean_predictor_mse": float(base_s.mean()),
-            "skill": ci["mean"],
-            "skill_ci95": ci["ci95"],
-            "n_subjects": len(per_subject),
-            "per_subject": {k: {"mse": v[0], "mean_predictor_mse": v[1]} for k, v in per_subject.items()},
-        }
-        if "ci_note" in ci:
-            entry["ci_note"] = ci["ci_note"]
-        out["modalities"][modalities[c]] = entry
-    if not out["modalities"]:
-        return {"status": "skipped", "reason": f"no validation subject with {source} has another modality"}
-    return out

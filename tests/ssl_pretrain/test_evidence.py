@@ -13,7 +13,13 @@ from ssl_pretrain.config import CONFIG_DIR
 from ssl_pretrain.data.cache import preprocess
 from ssl_pretrain.data.validate import load_records
 from ssl_pretrain.errors import ConfigError
-from ssl_pretrain.evidence import evidence_settings, mean_ci, probe_evidence, reconstruction_evidence
+from ssl_pretrain.evidence import (
+    evidence_settings,
+    mean_ci,
+    probe_evidence,
+    reconstruction_evidence,
+    summary_lines,
+)
 from ssl_pretrain.methods.mae import MAE
 from tests.synthetic import write_synthetic_bids
 
@@ -110,9 +116,14 @@ def test_reconstruction_of_the_train_mean_has_zero_skill(subjects) -> None:
     out = reconstruction_evidence(MAE(Constant(means), 4, mask_block=4), train, val, MODALITIES, settings())
     assert out["status"] == "done" and out["units"] == "normalised intensity"
     assert set(out["modalities"]) == {"T2w", "FA", "MD"} and out["n_subjects"] == 3  # sub-06 has no T1w
-    for res in out["modalities"].values():
-        assert res["mse"] == pytest.approx(res["mean_predictor_mse"], rel=1e-4)  # it *is* the mean predictor
-        assert res["skill"] == pytest.approx(0.0, abs=1e-4)
+    assert out["masked"]["mask"].startswith("0.75 of the input's 4x4x4 blocks")
+    for part in (out["modalities"], out["masked"]["modalities"]):  # whole and masked T1w input: same patches
+        assert set(part) == {"T2w", "FA", "MD"}
+        for res in part.values():
+            assert res["mse"] == pytest.approx(res["mean_predictor_mse"], rel=1e-4)  # it *is* the mean predictor
+            assert res["skill"] == pytest.approx(0.0, abs=1e-4)
+    lines = summary_lines({"probes": {"status": "skipped", "reason": "no labels"}, "reconstruction": out})
+    assert lines[0] == "probes skipped: no labels" and len(lines) == 1 + 6
     off = reconstruction_evidence(MAE(Constant(means + 1.0), 4, mask_block=4), train, val, MODALITIES, settings())
     assert all(res["skill"] < -1.0 for res in off["modalities"].values())  # worse than the mean: negative skill
     normed = MAE(Constant(np.zeros(4)), 4, mask_block=4, norm_target=True)
