@@ -87,6 +87,9 @@ def _check_two_view(name: str, method_cfg: DictConfig, batch_size: int) -> None:
     size = method_cfg.get("memory_bank_size", 0)
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise ConfigError("method.memory_bank_size", f"must be an integer >= 0 (0: no bank), got {size!r}")
+    momentum = float(method_cfg.get("momentum", 0.0))
+    if not 0.0 <= momentum < 1.0:
+        raise ConfigError("method.momentum", f"must lie in [0, 1) (0: no momentum encoder), got {momentum}")
 
 
 def _simclr(encoder: nn.Module, cfg: DictConfig) -> SimCLR:
@@ -100,6 +103,7 @@ def _simclr(encoder: nn.Module, cfg: DictConfig) -> SimCLR:
         temperature=float(cfg.temperature),
         gather_distributed=bool(cfg.gather_distributed),
         memory_bank_size=int(cfg.get("memory_bank_size", 0)),
+        momentum=float(cfg.get("momentum", 0.0)),
     )
 
 

@@ -6,22 +6,33 @@ view are average-pooled, projected by lightly's ``SimCLRProjectionHead`` and com
 ``NTXentLoss``; under DDP the negatives are gathered from every process (``gather_distributed``).
 
 3D batches hold 2–8 patches, so in-batch NT-Xent has 2–14 negatives. With ``memory_bank_size = K > 0``
-lightly's ``NTXentLoss`` takes its negatives from a queue of the last K second-view projections instead
-(Wu, Xiong, Yu, Lin, "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR
-2018; the queue of MoCo, He et al. CVPR 2020, https://arxiv.org/abs/1911.05722, without the momentum
-encoder). The queue (``loss.memory_bank.bank`` and its pointer) is registered as persistent state, so it
-is saved in checkpoints and a resumed run continues with the same negatives. Entries are up to
-``K / (batch · world size)`` steps old: a small K keeps them close to the current encoder.
+lightly's ``NTXentLoss`` takes its negatives from a queue of the last K second-view projections instead,
+as MoCo does (He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation
+Learning", CVPR 2020, https://arxiv.org/abs/1911.05722). The second view (the key) is then embedded by a
+*momentum* copy of the encoder and head, an exponential moving average of the trained ones
+(``momentum`` m, lightly's ``update_momentum`` at every training forward), so the queued keys change
+slowly and stay comparable (MoCo's ablation: m = 0, a queue of keys from the trained network itself,
+fails to converge). The queue (``loss.memory_bank.bank`` and its pointer) is registered as persistent
+state and the momentum copy is ordinary (frozen) parameters, so both are saved in checkpoints and a
+resumed run continues with the same negatives and keys.
+
+A caveat measured on the demo cohort: pooled deepest features of the instance-normalised encoder are
+nearly the same for every patch at initialisation (instance norm fixes each channel's spatial mean and
+variance before the pooling), so in short runs the loss stays at or above chance with or without the
+queue, and with the queue the embeddings collapse further as it fills with near-identical keys. The
+run's ``embedding_quality.json`` (alignment/uniformity) shows it; read SimCLR's results with it.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import cast
 
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B
@@ -56,6 +67,8 @@ class SimCLR(nn.Module):
         temperature: NT-Xent temperature τ.
         gather_distributed: gather negatives from all processes under DDP (and the queue's new entries).
         memory_bank_size: negatives kept in lightly's memory bank (0: in-batch negatives only).
+        momentum: EMA factor of the key encoder and head (0: the second view goes through the trained
+            network, as in SimCLR; MoCo uses 0.99–0.999).
     """
 
     name = "simclr"
@@ -71,6 +84,7 @@ class SimCLR(nn.Module):
         temperature: float = 0.5,
         gather_distributed: bool = True,
         memory_bank_size: int = 0,
+        momentum: float = 0.0,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -85,16 +99,39 @@ class SimCLR(nn.Module):
         bank = (int(memory_bank_size), output_dim) if memory_bank_size else 0
         self.loss = NTXentLoss(temperature=temperature, memory_bank_size=bank, gather_distributed=gather_distributed)
         persist_memory_bank(self.loss)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.momentum_encoder: nn.Module | None = None
+        self.momentum_head: nn.Module | None = None
+        if self.momentum > 0:
+            self.momentum_encoder, self.momentum_head = copy.deepcopy(encoder), copy.deepcopy(self.head)
+            deactivate_requires_grad(self.momentum_encoder)
+            deactivate_requires_grad(self.momentum_head)
 
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""
         features = pooled_features(self.encoder, image)
         return features, self.head(features)
 
+    def keys(self, image: Tensor) -> Tensor:
+        """Second-view projections ``(B, D)``: from the momentum copy (no gradient) when there is one.
+
+        In training mode with gradients enabled the momentum copy first moves towards the trained network
+        (``θ_k ← m θ_k + (1 − m) θ``); validation and evaluation leave it alone.
+        """
+        if self.momentum_encoder is None or self.momentum_head is None:
+            return self.embed(image)[1]
+        if self.training and torch.is_grad_enabled():
+            update_momentum(self.encoder, self.momentum_encoder, self.momentum)
+            update_momentum(self.head, self.momentum_head, self.momentum)
+        with torch.no_grad():
+            return self.momentum_head(pooled_features(self.momentum_encoder, image))
+
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Loss of one two-view batch: ``{"loss": …, "simclr": …}``. ``generator`` is unused."""
         _, z_a = self.embed(batch[IMAGE])
-        _, z_b = self.embed(batch[IMAGE_B])
+        z_b = self.keys(batch[IMAGE_B])
         with torch.autocast(z_a.device.type, enabled=False):  # similarities / τ in fp32, also under bf16
             loss = self.loss(z_a.float(), z_b.float())
         return {"loss": loss, "simclr": loss.detach()}

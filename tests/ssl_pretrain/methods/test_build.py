@@ -93,6 +93,7 @@ def test_mae_simclr_contrasts_unmasked_views() -> None:
         ("simclr", {"temperature": 0}, 16, 2, "method.temperature"),
         ("simclr", {"memory_bank_size": -4}, 16, 2, "method.memory_bank_size"),
         ("mae_simclr", {"memory_bank_size": 2.5}, 16, 2, "method.memory_bank_size"),
+        ("simclr", {"momentum": 1.0}, 16, 2, "method.momentum"),
         ("vicreg", {"head": {"norm": "group"}}, 16, 2, "method.head.norm"),
         ("vicreg", {"local": {"alpha": 1.5}}, 16, 2, "method.local.alpha"),
     ],
@@ -110,6 +111,7 @@ def test_configs_build_the_faithful_defaults() -> None:
     assert sparse.sparse is not None and sparse.mask_token is None
     simclr = build_method(method_cfg("simclr"), TINY_MODEL, 2)
     assert simclr.loss.temperature == 0.5 and simclr.loss.memory_bank.size == (256, 8)
+    assert simclr.momentum == 0.99 and simclr.momentum_encoder is not None
     both = build_method(method_cfg("mae_simclr", mask_block=4), TINY_MODEL, 2)
     assert both.simclr.loss.memory_bank.size == (256, 8) and both.mae.cross_modal
     vicreg = build_method(method_cfg("vicreg"), TINY_MODEL, 2)

@@ -111,3 +111,38 @@ def test_memory_bank_is_saved_and_restored_with_the_state_dict() -> None:
     assert no_bank.loss.temperature == 0.5  # the small-batch default
     with pytest.raises(ValueError, match="memory_bank_size"):
         SimCLR(TinyEncoder(), memory_bank_size=-1)
+
+
+def test_momentum_key_encoder_is_an_ema_updated_only_in_training() -> None:
+    torch.manual_seed(0)
+    method = SimCLR(TinyEncoder(), hidden_dim=16, output_dim=8, memory_bank_size=4, momentum=0.9)
+    assert all(not p.requires_grad for p in method.momentum_encoder.parameters())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(method.encoder.parameters(), method.momentum_encoder.parameters(), strict=True)
+    )
+    with torch.no_grad():
+        for p in method.encoder.parameters():
+            p.add_(1.0)  # the trained encoder moves by 1
+    before = [p.clone() for p in method.momentum_encoder.parameters()]
+    image = torch.randn(2, 2, 8, 8, 8)
+    batch = {IMAGE: image, IMAGE_B: image.flip(2), PRESENCE: torch.ones(2, 2), PRESENCE_B: torch.ones(2, 2)}
+    method.eval()
+    with torch.no_grad():
+        method(batch)  # validation: the key encoder stays
+    assert all(torch.equal(a, b) for a, b in zip(before, method.momentum_encoder.parameters(), strict=True))
+    method.train()
+    out = method(batch)
+    for b, trained, key in zip(before, method.encoder.parameters(), method.momentum_encoder.parameters(), strict=True):
+        torch.testing.assert_close(key, 0.9 * b + 0.1 * trained)  # θ_k ← m θ_k + (1 − m) θ
+    out["loss"].backward()
+    assert all(p.grad is None for p in method.momentum_encoder.parameters())  # keys carry no gradient
+    assert method.encoder.a.weight.grad is not None
+    state = method.state_dict()
+    assert any(k.startswith("momentum_encoder.") for k in state) and any(k.startswith("momentum_head.") for k in state)
+    from ssl_pretrain.training import param_groups
+
+    optimised = {id(p) for g in param_groups(method, {"weight_decay": 0.05}) for p in g["params"]}
+    assert not optimised & {id(p) for p in method.momentum_encoder.parameters()}
+    with pytest.raises(ValueError, match="momentum"):
+        SimCLR(TinyEncoder(), momentum=1.0)
