@@ -4,7 +4,7 @@ Modules (import what you need; nothing heavy is imported here):
 
 - :mod:`evaluation.metrics`: Dice, HD95 and class volumes inside an ROI (:mod:`finetune.metrics`, re-exported).
 - :mod:`evaluation.statistics`: bootstrap CIs, Holm correction, paired Wilcoxon, Cohen's d.
-- :mod:`evaluation.features`: frozen-encoder features at sampled voxels (:class:`RegionFeatures`).
+- :mod:`ssl_pretrain.models.features`: frozen-encoder features at sampled voxels (:class:`RegionFeatures`).
 - :mod:`evaluation.probes`: linear / kNN probes and the region-to-region transfer matrix.
 - :mod:`evaluation.similarity`: linear CKA (paired rows), domain shift and MMD (between regions).
 - :mod:`evaluation.baselines`: classical GMM and HMRF tissue classifiers.

@@ -19,9 +19,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from evaluation.features import RegionFeatures
 from evaluation.metrics import dice
 from evaluation.statistics import subject_bootstrap_balanced_accuracy
+from ssl_pretrain.models.features import RegionFeatures
 
 PROBES = ("linear", "knn")
 SCORES = ("balanced_accuracy", "dice_mean")

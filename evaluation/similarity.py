@@ -30,8 +30,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from evaluation.features import RegionFeatures
 from evaluation.statistics import subject_bootstrap_balanced_accuracy
+from ssl_pretrain.models.features import RegionFeatures
 
 
 def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
@@ -333,7 +333,7 @@ def shift_matrix(features_by_region: Mapping[str, RegionFeatures], seed: int = 0
     """:func:`domain_shift` between every pair of regions of one encoder, tissue composition matched.
 
     Args:
-        features_by_region: region name -> its :class:`~evaluation.features.RegionFeatures`.
+        features_by_region: region name -> its :class:`~ssl_pretrain.models.features.RegionFeatures`.
 
     Returns:
         ``{a: {b: balanced_accuracy}}``, symmetric, 0.5 on the diagonal (a region is indistinguishable

@@ -2,7 +2,7 @@
 
 For each encoder (a random initialisation as the floor, each pretrained encoder, each subcortical
 model's encoder) GM/WM voxels are sampled class-balanced in every region of every subject, and the
-encoder's multi-scale features are read there (:mod:`evaluation.features`). Then
+encoder's multi-scale features are read there (:mod:`ssl_pretrain.models.features`). Then
 
 * ``transfer_matrix[encoder][A][B]``: a GM/WM probe trained on region A of the *probe-training*
   subjects, scored (balanced accuracy) on region B of the *probe-testing* subjects — the two subject
@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluation.features import RegionFeatures, encoder_features_at, sample_class_balanced
 from evaluation.probes import transfer_matrix_with_ci
 from evaluation.similarity import cka_matrix, shift_matrix_with_ci
 from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.errors import DataError
+from ssl_pretrain.models.features import RegionFeatures, encoder_features_at, sample_class_balanced
 
 log = logging.getLogger(__name__)
 

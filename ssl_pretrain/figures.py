@@ -99,6 +99,7 @@ def plot_mae_reconstruction(
     modalities: Sequence[str],
     path: str | Path,
     title: str = "MAE reconstruction",
+    columns: Sequence[str] = ("input", "masked", "reconstruction"),
 ) -> Path:
     """Input / masked / reconstruction, sagittal and axial slices through the patch centre.
 
@@ -110,17 +111,20 @@ def plot_mae_reconstruction(
         modalities: channel names.
         path: output PNG.
         title: figure title (names the subject and patch centre).
+        columns: the three column titles (e.g. truth / input / prediction for a cross-modal figure).
     """
     rows = [c for c in range(image.shape[0]) if presence[c]]
     if not rows:
         raise ValueError("no present modality to show")
     x, z = image.shape[1] // 2, image.shape[3] // 2
-    columns = [("input", image), ("masked", masked), ("reconstruction", reconstruction)]
+    if len(columns) != 3:
+        raise ValueError(f"expected three column titles, got {list(columns)}")
+    panels = list(zip(columns, (image, masked, reconstruction), strict=True))
     fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.1 * len(rows) + 0.6), squeeze=False)
     for r, c in enumerate(rows):
         lo, hi = np.percentile(image[c], [1, 99])
         for k, (plane, take) in enumerate((("sagittal", lambda a: a[x].T), ("axial", lambda a: a[:, :, z].T))):
-            for j, (name, volume) in enumerate(columns):
+            for j, (name, volume) in enumerate(panels):
                 ax = axes[r, 3 * k + j]
                 ax.imshow(take(volume[c]), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, origin="lower")
                 ax.set_xticks([])

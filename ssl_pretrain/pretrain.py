@@ -10,9 +10,12 @@ composes configs/pretrain.yaml and calls :func:`run`, which trains a
   toolkit version), written by :func:`ssl_pretrain.models.checkpoint.save_weights`;
 - ``metrics.csv`` (per-step ``train/*``, per-validation ``val/*``, learning rate) and ``loss_curve.png``;
 - MAE methods: ``mae_reconstruction.png`` (input / masked / reconstruction slices through the brainstem
-  of a validation subject);
-- two-view methods: ``embedding_quality.json``, alignment and uniformity (Wang & Isola 2020) of the
-  validation embeddings after training, beside the same figures for the randomly initialised network;
+  of a validation subject) and ``mae_cross_modal.png`` (every modality predicted from T1w alone);
+- ``embedding_quality.json``: the run's evidence (:mod:`ssl_pretrain.evidence`, schema there): frozen
+  GM/WM linear probes in the subcortical ROI and the brainstem against the randomly initialised encoder,
+  with CIs over validation subjects; for MAE methods the cross-modal reconstruction error from T1w alone
+  against the per-modality mean predictor; for two-view methods also alignment and uniformity (Wang &
+  Isola 2020) of the validation embeddings, trained and at initialisation;
 - ``checkpoints/last.ckpt`` (resumable), ``config.yaml``, ``run.json``, ``run.log``.
 """
 
@@ -36,6 +39,7 @@ from ssl_pretrain.data.datamodule import BrainDataModule
 from ssl_pretrain.data.grid import read_box
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.evidence import EVIDENCE_FILE, evidence_report, evidence_settings, summary_lines
 from ssl_pretrain.figures import embedding_quality, plot_loss_curve, plot_mae_reconstruction
 from ssl_pretrain.methods import MAE, ContrastiveMethod, MAESimCLR, check_method_config
 from ssl_pretrain.methods.masking import denormalise_blocks
@@ -97,22 +101,28 @@ def figure_patch(subject: CachedSubject, patch_size: Iterable[int], roi: str = F
     return image, f"{where} at voxel {tuple(int(c) for c in centre)}"
 
 
-def write_mae_figure(module: PretrainModule, dm: BrainDataModule, path: Path, seed: int) -> Path:
-    """``mae_reconstruction.png`` for the first validation subject (the first training subject if none)."""
+def _mae_of(module: PretrainModule) -> MAE:
     mae = module.method.mae if isinstance(module.method, MAESimCLR) else module.method
     if not isinstance(mae, MAE):
         raise TypeError(f"{module.method.name} does not reconstruct masked input")
+    return mae
+
+
+def write_mae_figure(module: PretrainModule, dm: BrainDataModule, path: Path, seed: int) -> Path:
+    """``mae_reconstruction.png`` for the first validation subject (the first training subject if none)."""
+    mae = _mae_of(module)
     subjects = dm.val_subjects or dm.train_subjects
     subject = subjects[0]
     patch, where = figure_patch(subject, dm.patch_size)
     device = next(module.parameters()).device
     image = torch.from_numpy(patch)[None].to(device)
+    presence = torch.from_numpy(subject.presence.astype(np.float32))[None].to(device)
     generator = torch.Generator().manual_seed(seed)
     was_training = mae.training
     mae.eval()
     with torch.no_grad():
         mask = mae.draw_mask(image, generator)
-        masked, pred = mae.reconstruct(image, mask)
+        masked, pred = mae.reconstruct(image, mask, presence)
         if mae.loss.norm_target:
             pred = denormalise_blocks(pred.float(), image, mae.mask_block, mae.loss.eps)
         pasted = image * (1 - mask) + pred.float() * mask
@@ -131,6 +141,44 @@ def write_mae_figure(module: PretrainModule, dm: BrainDataModule, path: Path, se
         dm.modalities,
         path,
         title,
+    )
+
+
+def write_cross_modal_figure(module: PretrainModule, dm: BrainDataModule, path: Path, source: str) -> Path | None:
+    """``mae_cross_modal.png``: every acquired modality predicted from ``source`` alone, unmasked (or None)."""
+    mae = _mae_of(module)
+    subjects = [s for s in (dm.val_subjects or dm.train_subjects) if source in dm.modalities]
+    subjects = [s for s in subjects if s.presence[dm.modalities.index(source)]]
+    if not subjects:
+        return None
+    subject, src = subjects[0], dm.modalities.index(source)
+    patch, where = figure_patch(subject, dm.patch_size)
+    device = next(module.parameters()).device
+    image = torch.from_numpy(patch)[None].to(device)
+    shown = torch.zeros_like(image)
+    shown[:, src] = image[:, src]
+    presence = torch.zeros(1, image.shape[1], device=device)
+    presence[0, src] = 1.0
+    was_training = mae.training
+    mae.eval()
+    with torch.no_grad():
+        _, pred = mae.reconstruct(shown, torch.zeros_like(image[:, :1]), presence)
+        if mae.loss.norm_target:
+            pred = denormalise_blocks(pred.float(), image, mae.mask_block, mae.loss.eps)
+    mae.train(was_training)
+    title = (
+        f"MAE cross-modal prediction from {source} alone (no mask), subject {subject.key}, patch centred on the "
+        f"{where}" + ("; blocks de-normalised with their true mean/std" if mae.loss.norm_target else "")
+    )
+    return plot_mae_reconstruction(
+        image[0].cpu().numpy(),
+        shown[0].float().cpu().numpy(),
+        pred[0].float().cpu().numpy(),
+        [bool(p) for p in subject.presence],
+        dm.modalities,
+        path,
+        title,
+        columns=("truth", f"input ({source} only)", "prediction"),
     )
 
 
@@ -165,6 +213,19 @@ def _metrics_csv(trainer: Any, out: Path) -> Path | None:
     return out / "metrics.csv" if (out / "metrics.csv").is_file() else None
 
 
+def write_evidence(cfg: DictConfig, out: Path, module: PretrainModule, dm: BrainDataModule, initial: dict) -> dict:
+    """``embedding_quality.json``: probes, MAE reconstruction and (two-view methods) embedding quality."""
+    stride = int(getattr(module.encoder, "total_stride", 1))
+    settings = evidence_settings(cfg.evidence, dm.patch_size, stride, dm.modalities)
+    report = evidence_report(module.method, initial, dm.train_subjects, dm.val_subjects, dm.modalities, settings)
+    if isinstance(module.method, ContrastiveMethod):
+        report["embeddings"] = embedding_report(module, dm, initial)
+    write_json_atomic(out / EVIDENCE_FILE, report)
+    for line in summary_lines(report):
+        log.info("evidence: %s", line)
+    return report
+
+
 def _write_outputs(
     cfg: DictConfig, out: Path, trainer: Any, module: PretrainModule, dm: BrainDataModule, initial: dict
 ) -> None:
@@ -173,21 +234,25 @@ def _write_outputs(
     csv = _metrics_csv(trainer, out)
     if csv is not None:
         plot_loss_curve(csv, out / "loss_curve.png", title=f"{cfg.method.name} pretraining loss")
-    name = str(cfg.method.name)
-    if "mae" in name.split("_"):
+    if uses_mae(cfg.method):
         write_mae_figure(module, dm, out / "mae_reconstruction.png", int(cfg.seed))
-    if isinstance(module.method, ContrastiveMethod):
-        report = embedding_report(module, dm, initial)
-        write_json_atomic(out / "embedding_quality.json", report)
-        t, i = report["trained"]["projection"], report["initial"]["projection"]
+        write_cross_modal_figure(module, dm, out / "mae_cross_modal.png", str(cfg.evidence.reconstruction_input))
+    report = write_evidence(cfg, out, module, dm, initial)
+    if "embeddings" in report:
+        t, i = report["embeddings"]["trained"]["projection"], report["embeddings"]["initial"]["projection"]
         log.info(
             "embeddings (%s): alignment %.3f (init %.3f), uniformity %.3f (init %.3f)",
-            report["split"],
+            report["embeddings"]["split"],
             t["alignment"],
             i["alignment"],
             t["uniformity"],
             i["uniformity"],
         )
+
+
+def uses_mae(method_cfg: DictConfig) -> bool:
+    """Whether the method reconstructs masked input (needs the clean ``target`` batch key)."""
+    return "mae" in str(method_cfg.name).split("_")
 
 
 def _short_run_logging(cfg: DictConfig) -> DictConfig:
@@ -225,8 +290,11 @@ def run(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> Path:
     context = run_context(cfg, "pretrain") if rank == 0 else nullcontext(out)
     with context:
         seed_everything(int(cfg.seed), deterministic=deterministic)
-        dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=views, seed=int(cfg.seed))
+        dm = BrainDataModule(
+            cfg.data, cfg.paths.cache_dir, views=views, seed=int(cfg.seed), clean_target=uses_mae(cfg.method)
+        )
         check_method_config(cfg.method, dm.patch_size, dm.batch_size)
+        evidence_settings(cfg.evidence, dm.patch_size, 1, dm.modalities)  # bad settings fail before training
         if rank == 0:  # validate and cache now: bad input fails before Lightning sets up (fit finds the cache)
             dm.prepare_data()
         module = PretrainModule(cfg.method, cfg.model, cfg.optim, dm.in_channels, seed=int(cfg.seed))

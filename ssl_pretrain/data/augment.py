@@ -13,7 +13,16 @@ Spatial transforms need context around the patch, or rotated corners would be fi
 the sampler cuts ``patch + 2 * augment_margin(...)`` voxels, the spatial transforms act on that, and
 :class:`RandomAffineCrop` returns the centre ``patch`` voxels. Every transform draws from torch's
 global generator; the sampler seeds it per item inside ``torch.random.fork_rng`` so items are
-reproducible.
+reproducible. The sampler applies the spatial part (:func:`split_augment`) first, keeps a copy as the
+clean reconstruction target, then the intensity part.
+
+Two-view (contrastive) samplers add :func:`build_view_augment` (``data.view_augmentation``): a strong
+intensity augmentation applied to *each* view independently and always (p = 1), so the two views of a
+subject never share a gain, bias field, gamma or noise draw and cannot be matched by their histograms.
+
+Only TorchIO's public API is used: :class:`RandomAffineCrop` subclasses ``tio.SpatialTransform`` and
+implements ``apply_transform`` (TorchIO's documented extension point) with its own parameter draws;
+``tests/ssl_pretrain/data/test_augment.py`` checks it against ``tio.Affine``.
 
 Config (``data.augmentation``; each ``p`` is the probability of applying that transform to a patch)::
 
@@ -25,20 +34,26 @@ Config (``data.augmentation``; each ``p`` is the probability of applying that tr
     noise:      {p, std}                           # in normalised intensity units
     motion:     {p, degrees, translation, num_transforms}
     ghosting:   {p, num_ghosts, intensity}
+
+``data.view_augmentation`` (two-view methods only; every transform always applied)::
+
+    gain:       {log_gain}      # each channel times exp(U(-g, g))
+    bias_field: {coefficients}  # tio.RandomBiasField
+    gamma:      {log_gamma}     # tio.RandomGamma
+    noise:      {std}           # tio.RandomNoise, std drawn in [low, high] (normalised units)
 """
 
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torchio as tio
 from scipy.spatial.transform import Rotation
-from torchio.transforms.augmentation import RandomTransform
-from torchio.transforms.spatial_transform import SpatialTransform
 
 from ssl_pretrain.errors import ConfigError
 
@@ -52,6 +67,8 @@ _KNOWN = {
     "motion": {"p", "degrees", "translation", "num_transforms"},
     "ghosting": {"p", "num_ghosts", "intensity"},
 }
+VIEW_KEY = "data.view_augmentation"
+_VIEW_KNOWN = {"gain": {"log_gain"}, "bias_field": {"coefficients"}, "gamma": {"log_gamma"}, "noise": {"std"}}
 
 
 def _section(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -72,42 +89,70 @@ def _check_cfg(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("data.augmentation", f"unknown transforms {sorted(unknown)}; known: {sorted(_KNOWN)}")
 
 
-def _pair(section: dict[str, Any], name: str, default: Any, key: str) -> tuple[float, float] | float:
-    """A TorchIO range parameter ``section[name]``: a number or a ``[low, high]`` pair."""
+def _pair(
+    section: dict[str, Any], name: str, default: Any, key: str, prefix: str = "data.augmentation"
+) -> tuple[float, float] | float:
+    """A TorchIO range parameter ``section[name]``: a number or ``[low, high]`` (errors name ``prefix.key.name``)."""
     value = section.get(name, default)
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != 2:
-            raise ConfigError(f"data.augmentation.{key}.{name}", f"expected a number or [low, high], got {list(value)}")
+            raise ConfigError(f"{prefix}.{key}.{name}", f"expected a number or [low, high], got {list(value)}")
         return float(value[0]), float(value[1])
     return float(value)
 
 
-class RandomAffineCrop(RandomTransform, SpatialTransform):
-    """TorchIO's random affine fused with the centre crop to the patch size.
+def _sextet(value: float | Sequence[float], around: float, name: str) -> tuple[float, ...]:
+    """A range per axis as six numbers ``(lo_x, hi_x, lo_y, hi_y, lo_z, hi_z)``, as ``tio.RandomAffine`` reads it:
+    ``v`` means ``[around - v, around + v]``, a pair ``[lo, hi]`` holds for every axis, six numbers are per axis."""
+    values = [float(value)] if isinstance(value, numbers.Real) else [float(v) for v in cast(Sequence[float], value)]
+    if len(values) == 1:
+        lo, hi = around - abs(values[0]), around + abs(values[0])
+        return (lo, hi) * 3
+    if len(values) == 2:
+        return (values[0], values[1]) * 3
+    if len(values) == 6:
+        return tuple(values)
+    raise ValueError(f"{name} must be a number, [low, high] or six numbers, got {value!r}")
+
+
+class RandomAffineCrop(tio.SpatialTransform):
+    """A random affine (as ``tio.RandomAffine`` draws and ``tio.Affine`` resamples) fused with the centre crop.
 
     With probability ``affine_probability`` it draws per-axis scale factors ``U(scales)`` and Euler angles
-    ``U(degrees)`` (degrees) exactly as ``tio.RandomAffine`` does and resamples the input about its
-    centre with the same transform as ``tio.Affine`` (content scaled by ``s`` and rotated); otherwise it
-    only crops. Either way the output is the central ``patch_size`` voxels, computed directly with one
-    ``grid_sample`` for all image channels (trilinear) and one for label maps (nearest), instead of
-    resampling the whole context box and cropping afterwards (about 5x less work than
-    ``RandomAffine`` + ``CropOrPad`` on a patch with its context margin). Always applied (``p=1``);
-    the input must be at least ``patch_size`` per axis.
+    ``U(degrees)`` (degrees), one uniform draw per axis from torch's global generator as
+    ``tio.RandomAffine`` does, and resamples the input about its centre with the same transform as
+    ``tio.Affine`` (content scaled by ``s`` and rotated); otherwise it only crops. Either way the output is
+    the central ``patch_size`` voxels, computed directly with one ``grid_sample`` for all image channels
+    (trilinear) and one for label maps (nearest), instead of resampling the whole context box and cropping
+    afterwards (about 5x less work than ``RandomAffine`` + ``CropOrPad`` on a patch with its context
+    margin). Always applied (``p=1``); the input must be at least ``patch_size`` per axis.
+
+    Args:
+        patch_size: output shape ``(X, Y, Z)``.
+        scales: ``s`` (factors in ``[1 - s, 1 + s]``), ``[low, high]`` or six numbers (per axis).
+        degrees: ``d`` (angles in ``[-d, d]``), ``[low, high]`` or six numbers.
+        affine_probability: probability of drawing an affine (else only the crop).
+        **kwargs: ``tio.Transform`` keyword arguments (e.g. ``copy=False``).
     """
 
     def __init__(
         self,
         patch_size: Sequence[int],
-        scales: float | tuple[float, float] = 0.1,
-        degrees: float | tuple[float, float] = 10.0,
+        scales: float | Sequence[float] = 0.1,
+        degrees: float | Sequence[float] = 10.0,
         affine_probability: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.patch_size = tuple(int(n) for n in patch_size)
-        self.scales = self.parse_params(scales, 1, "scales", min_constraint=0)
-        self.degrees = self.parse_params(degrees, 0, "degrees")
-        self.affine_probability = self.parse_probability(affine_probability)
+        self.scales = _sextet(scales, 1.0, "scales")
+        if min(self.scales) <= 0:
+            raise ValueError(f"scales must stay above 0, got {self.scales}")
+        self.degrees = _sextet(degrees, 0.0, "degrees")
+        if not 0.0 <= float(affine_probability) <= 1.0:
+            raise ValueError(f"affine_probability must lie in [0, 1], got {affine_probability}")
+        self.affine_probability = float(affine_probability)
+        self.args_names = ["patch_size", "scales", "degrees", "affine_probability"]  # TorchIO's history
 
     def _base_grid(self) -> torch.Tensor:
         """``(X, Y, Z, 3)`` normalised output coordinates in grid_sample's ``(z, y, x)`` order (cached)."""
@@ -121,8 +166,8 @@ class RandomAffineCrop(RandomTransform, SpatialTransform):
         """``(scales (3,), degrees (3,))`` of one draw, or ``None`` when only cropping."""
         if torch.rand(1).item() >= self.affine_probability:
             return None
-        scales = np.asarray(self.sample_uniform_sextet(self.scales), dtype=np.float64)
-        degrees = np.asarray(self.sample_uniform_sextet(self.degrees), dtype=np.float64)
+        scales = np.asarray(_uniform_per_axis(self.scales), dtype=np.float64)
+        degrees = np.asarray(_uniform_per_axis(self.degrees), dtype=np.float64)
         return scales, degrees
 
     @staticmethod
@@ -172,7 +217,7 @@ class RandomAffineCrop(RandomTransform, SpatialTransform):
                 data = data[:, lo[0] : lo[0] + out[0], lo[1] : lo[1] + out[1], lo[2] : lo[2] + out[2]]
                 image.set_data(data.clone())
                 continue
-            label = image[tio.TYPE] != tio.INTENSITY
+            label = isinstance(image, tio.LabelMap)
             sampled = torch.nn.functional.grid_sample(
                 data[None].float(),
                 norm,
@@ -182,6 +227,12 @@ class RandomAffineCrop(RandomTransform, SpatialTransform):
             )[0]
             image.set_data(sampled.round().to(data.dtype) if label else sampled)
         return subject
+
+
+def _uniform_per_axis(sextet: Sequence[float]) -> tuple[float, float, float]:
+    """One ``U(lo, hi)`` draw per axis from torch's global generator (as ``tio.RandomAffine``)."""
+    x, y, z = (torch.empty(1).uniform_(lo, hi).item() for lo, hi in zip(sextet[::2], sextet[1::2], strict=True))
+    return x, y, z
 
 
 def build_augment(cfg: Mapping[str, Any], patch_size: Sequence[int]) -> tio.Compose:
@@ -255,6 +306,90 @@ def build_augment(cfg: Mapping[str, Any], patch_size: Sequence[int]) -> tio.Comp
     except (ValueError, TypeError) as err:
         raise ConfigError("data.augmentation", f"TorchIO rejects a value: {err}") from err
     return tio.Compose([*spatial, *intensity], copy=False)
+
+
+def split_augment(augment: tio.Transform | None) -> tuple[tio.Compose | None, tio.Compose | None]:
+    """``(spatial, intensity)`` parts of an augmentation, each a ``tio.Compose`` or ``None`` when empty.
+
+    A ``tio.Compose`` is split by transform type (``tio.SpatialTransform`` or not), keeping the order;
+    :func:`build_augment` puts every spatial transform first, so applying the two parts one after the
+    other is the whole augmentation. Any other transform counts as spatial if it is a
+    ``tio.SpatialTransform``, else as intensity.
+    """
+    if augment is None:
+        return None, None
+    transforms = list(augment.transforms) if isinstance(augment, tio.Compose) else [augment]
+    spatial = [t for t in transforms if isinstance(t, tio.SpatialTransform)]
+    intensity = [t for t in transforms if not isinstance(t, tio.SpatialTransform)]
+    if spatial and intensity and transforms.index(intensity[0]) < transforms.index(spatial[-1]):
+        raise ValueError("an intensity transform comes before a spatial one; the clean target needs spatial first")
+    return (
+        tio.Compose(spatial, copy=False) if spatial else None,
+        tio.Compose(intensity, copy=False) if intensity else None,
+    )
+
+
+class RandomGain:
+    """Multiply each channel by ``exp(U(-log_gain, log_gain))`` (torch's global generator); zeros stay zero.
+
+    A callable for ``tio.Lambda`` (picklable, so DataLoader workers can hold it).
+    """
+
+    def __init__(self, log_gain: float) -> None:
+        if log_gain < 0:
+            raise ValueError(f"log_gain must be >= 0, got {log_gain}")
+        self.log_gain = float(log_gain)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        gain = torch.empty(x.shape[0]).uniform_(-self.log_gain, self.log_gain).exp().to(x.dtype)
+        return x * gain.view(-1, *([1] * (x.ndim - 1)))
+
+
+def build_view_augment(cfg: Mapping[str, Any] | None) -> tio.Compose | None:
+    """The per-view intensity augmentation of two-view samplers (``data.view_augmentation``).
+
+    Every listed transform is applied to every view (p = 1), each view with its own draws: gain, bias
+    field, gamma, noise, in that order. ``None`` (or an empty mapping) disables it.
+
+    Raises:
+        ConfigError: an unknown transform or key, or a value TorchIO rejects.
+    """
+    if not cfg:
+        return None
+    unknown = set(cfg) - set(_VIEW_KNOWN)
+    if unknown:
+        raise ConfigError(
+            "data.view_augmentation", f"unknown transforms {sorted(unknown)}; known: {sorted(_VIEW_KNOWN)}"
+        )
+    sections = {}
+    for name in cfg:
+        section = dict(cfg.get(name) or {})
+        bad = set(section) - _VIEW_KNOWN[name]
+        if bad:
+            raise ConfigError(
+                f"data.view_augmentation.{name}", f"unknown keys {sorted(bad)}; known: {sorted(_VIEW_KNOWN[name])}"
+            )
+        sections[name] = section
+    transforms: list[tio.Transform] = []
+    try:
+        if "gain" in sections:
+            transforms.append(
+                tio.Lambda(
+                    RandomGain(float(sections["gain"].get("log_gain", 0.2))), types_to_apply=[tio.INTENSITY], copy=False
+                )
+            )
+        if "bias_field" in sections:
+            coefficients = _pair(sections["bias_field"], "coefficients", 0.5, "bias_field", VIEW_KEY)
+            transforms.append(tio.RandomBiasField(coefficients=coefficients, copy=False))
+        if "gamma" in sections:
+            log_gamma = _pair(sections["gamma"], "log_gamma", 0.3, "gamma", VIEW_KEY)
+            transforms.append(tio.RandomGamma(log_gamma=log_gamma, copy=False))
+        if "noise" in sections:
+            std = _pair(sections["noise"], "std", (0.0, 0.05), "noise", VIEW_KEY)
+            transforms.append(tio.RandomNoise(std=std, copy=False))
+    except (ValueError, TypeError) as err:
+        raise ConfigError("data.view_augmentation", f"TorchIO rejects a value: {err}") from err
+    return tio.Compose(transforms, copy=False) if transforms else None
 
 
 def augment_margin(cfg: Mapping[str, Any], patch_size: Sequence[int], spacing: float) -> tuple[int, int, int]:

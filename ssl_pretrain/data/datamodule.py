@@ -9,9 +9,12 @@ subjects, before ``labelled_only`` filtering, so every command sees the same tes
 Loaders: ``train_dataloader`` serves ``data.patches_per_epoch`` augmented patches per epoch from the
 train subjects through an :class:`~ssl_pretrain.data.sampler.EpochSampler`; Lightning calls its
 ``set_epoch`` at every epoch start (no callback needed), and the epoch reaches persistent workers with
-each index. ``val_dataloader`` serves ``data.val_patches`` fixed patches (same every epoch, no
-augmentation, no modality dropout). Whole-volume evaluation uses ``val_subjects``/``test_subjects``
-(cached volumes for MONAI's sliding window) instead of a loader.
+each index. Training patches show the modalities of ``data.modality_subsets`` (e.g. T1w alone for a
+quarter of them; :mod:`ssl_pretrain.data.subsets`), for pretraining and fine-tuning alike.
+``val_dataloader`` serves ``data.val_patches`` fixed patches (same every epoch, no augmentation, every
+acquired modality; two-view patches keep their bounded overlap and the per-view intensity augmentation,
+so the validation loss measures the training task). Whole-volume evaluation uses
+``val_subjects``/``test_subjects`` (cached volumes for MONAI's sliding window) instead of a loader.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from ssl_pretrain.data.augment import augment_margin, build_augment
+from ssl_pretrain.data.augment import augment_margin, build_augment, build_view_augment
 from ssl_pretrain.data.cache import CachedSubject, preprocess
 from ssl_pretrain.data.grid import parse_patch_size, parse_spacing
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.data.manifest import SubjectRecord
-from ssl_pretrain.data.sampler import EpochSampler, PatchDataset
+from ssl_pretrain.data.sampler import DEFAULT_VIEW_OVERLAP, EpochSampler, PatchDataset, check_view_overlap
 from ssl_pretrain.data.split import split_subjects
+from ssl_pretrain.data.subsets import ModalitySubset, parse_modality_subsets
 from ssl_pretrain.data.validate import check_region_nonempty, dataset_fingerprint, load_records
 from ssl_pretrain.errors import ConfigError, DataError
 
@@ -73,6 +77,8 @@ class BrainDataModule(L.LightningDataModule):
             ``data.split_seed``.
         train_keys: if given, only these record keys of the train split are used for training
             (few-label experiments); keys outside the train split raise :class:`ConfigError`.
+        clean_target: batches carry ``target``, the patch before intensity augmentation and modality
+            dropout (MAE's reconstruction target).
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class BrainDataModule(L.LightningDataModule):
         labelled_only: bool = False,
         seed: int = 0,
         train_keys: Sequence[str] | None = None,
+        clean_target: bool = False,
     ) -> None:
         super().__init__()
         if views not in (1, 2):
@@ -118,6 +125,17 @@ class BrainDataModule(L.LightningDataModule):
         aug_cfg = data_cfg.get("augmentation") or {}
         self.augment = build_augment(aug_cfg, self.patch_size) if data_cfg.get("augment", True) else None
         self.augment_margin = augment_margin(aug_cfg, self.patch_size, self.spacing) if self.augment else (0, 0, 0)
+        self.clean_target = bool(clean_target)
+        self.modality_subsets: tuple[ModalitySubset, ...] = parse_modality_subsets(
+            data_cfg.get("modality_subsets"), self.modalities
+        )
+        try:
+            self.view_overlap = check_view_overlap(
+                data_cfg.get("view_overlap") or DEFAULT_VIEW_OVERLAP, self.patch_size
+            )
+        except (ValueError, TypeError) as err:
+            raise ConfigError("data.view_overlap", str(err)) from None
+        self.view_augment = build_view_augment(data_cfg.get("view_augmentation")) if views == 2 else None
         self.records: list[SubjectRecord] | None = None
         self._prepared = False
         self.splits: dict[str, list[CachedSubject]] | None = None
@@ -175,6 +193,10 @@ class BrainDataModule(L.LightningDataModule):
             modality_dropout=self.modality_dropout,
             min_modalities=self.min_modalities,
             views=self.views,
+            modality_subsets=self.modality_subsets,
+            clean_target=self.clean_target,
+            view_overlap=self.view_overlap,
+            view_augment=self.view_augment,
         )
         if splits["val"]:
             self.val_dataset = PatchDataset(
@@ -186,6 +208,9 @@ class BrainDataModule(L.LightningDataModule):
                 seed=self.seed + 1_000_003,
                 min_modalities=self.min_modalities,
                 views=self.views,
+                clean_target=self.clean_target,
+                view_overlap=self.view_overlap,
+                view_augment=self.view_augment,
             )
 
     def _labelled(self, subject: CachedSubject) -> bool:

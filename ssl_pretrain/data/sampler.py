@@ -9,12 +9,17 @@
    (subjects without regions or with an empty ROI always use brain voxels);
 3. cuts the patch (plus the augmentation context margin) from the memory map, padding outside the
    cached box with each channel's background value;
-4. augments it (TorchIO, seeded from the item) and drops modalities at random: each present modality is
-   zeroed with probability ``modality_dropout``, but never fewer than ``min_modalities`` stay (or all
-   present ones, if fewer), and ``presence`` says which remain;
-5. returns the batch dict of :mod:`ssl_pretrain.data.batch`. With ``views=2`` a second crop whose centre
-   is moved by at most ``patch // 4`` per axis, independently augmented and dropped, is added as
-   ``image_b``/``presence_b`` (two overlapping views for contrastive methods).
+4. augments it (TorchIO, seeded from the item): the spatial transforms first, then (with
+   ``clean_target``) a copy is kept as the reconstruction target, then the intensity transforms and
+   artefacts;
+5. chooses the modalities the patch shows (:mod:`ssl_pretrain.data.subsets`: a subset drawn from
+   ``modality_subsets``, e.g. T1w alone for a quarter of the patches, or per-modality dropout); the
+   others become zero channels and ``presence`` says which remain (``acquired``: which the subject has);
+6. returns the batch dict of :mod:`ssl_pretrain.data.batch`. With ``views=2`` a second crop of the same
+   subject is added as ``image_b``/``presence_b``: its centre is moved so that the two crops share a
+   fraction of their voxels inside ``view_overlap`` (bounded, so the views cannot be matched by copying
+   voxels, and never disjoint), each view with its own augmentation draws, its own strong per-view
+   intensity augmentation (``view_augment``, always applied) and its own modality subset.
 
 Epochs: :class:`EpochSampler` yields ``(epoch, i)`` pairs, so the epoch travels with each index into
 persistent worker processes. Lightning calls ``set_epoch`` on the train loader's sampler at every epoch
@@ -49,13 +54,69 @@ import torchio as tio
 from torch.utils.data import Dataset, DistributedSampler
 
 from ssl_pretrain.data import batch as B
+from ssl_pretrain.data.augment import split_augment
 from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.data.grid import parse_patch_size, read_box
 from ssl_pretrain.data.labels import region_group_indices
+from ssl_pretrain.data.subsets import ALL, RANDOM, ModalitySubset, draw_subset, keep_modalities
 
 log = logging.getLogger(__name__)
 
 MAX_REJECTIONS = 64  # brain-centre draws by rejection before falling back to the voxel list
+DEFAULT_VIEW_OVERLAP = (0.2, 0.5)  # data.view_overlap's default (configs/data/default.yaml says why)
+
+
+def crop_overlap(offset: Sequence[int] | np.ndarray, patch_size: Sequence[int] | np.ndarray) -> float:
+    """Fraction of voxels two crops of ``patch_size`` share when their centres differ by ``offset``.
+
+    ``prod_i max(P_i - |d_i|, 0) / P_i``: 1 for the same crop, 0 for disjoint crops.
+    """
+    d = np.abs(np.asarray(offset, dtype=np.float64))
+    p = np.asarray(patch_size, dtype=np.float64)
+    return float(np.prod(np.clip(p - d, 0, None) / p))
+
+
+def draw_view_offset(
+    patch_size: Sequence[int] | np.ndarray, overlap: tuple[float, float], rng: np.random.Generator, tries: int = 64
+) -> np.ndarray:
+    """A centre offset ``(3,)`` (voxels) whose :func:`crop_overlap` lies in ``[overlap[0], overlap[1]]``.
+
+    A target overlap ``o ~ U(lo, hi)`` is split over the axes (per-axis fractions ``o ** w``, ``w`` drawn
+    uniformly on the simplex), rounded to whole voxels with random signs, and redrawn until the rounded
+    overlap lies in the bounds; after ``tries`` draws the offset is put on one axis only, whose rounding
+    :func:`check_view_overlap` guarantees.
+    """
+    p = np.asarray(patch_size, dtype=np.int64)
+    lo, hi = overlap
+    for _ in range(tries):
+        target = rng.uniform(lo, hi)
+        weights = rng.dirichlet(np.ones(3))
+        shift = np.rint((1.0 - target**weights) * p).astype(np.int64)
+        offset = shift * rng.choice((-1, 1), size=3)
+        if lo <= crop_overlap(offset, p) <= hi:
+            return offset
+    offset = np.zeros(3, np.int64)
+    offset[0] = _one_axis_shift(int(p[0]), lo, hi)
+    return offset
+
+
+def _one_axis_shift(p: int, lo: float, hi: float) -> int:
+    """The shift along one axis of ``p`` voxels whose overlap is nearest the middle of ``[lo, hi]``."""
+    shifts = np.arange(p + 1)
+    fractions = (p - shifts) / p
+    inside = shifts[(fractions >= lo) & (fractions <= hi)]
+    if len(inside) == 0:
+        raise ValueError(f"no crop offset of a {p}-voxel patch gives an overlap in [{lo}, {hi}]")
+    return int(inside[np.argmin(np.abs((p - inside) / p - (lo + hi) / 2))])
+
+
+def check_view_overlap(overlap: Sequence[float], patch_size: Sequence[int] | np.ndarray) -> tuple[float, float]:
+    """``(lo, hi)`` of a valid ``data.view_overlap`` for ``patch_size``; raises ValueError otherwise."""
+    values = [float(v) for v in overlap]
+    if len(values) != 2 or not 0.0 < values[0] <= values[1] <= 1.0:
+        raise ValueError(f"view_overlap must be [low, high] with 0 < low <= high <= 1, got {list(overlap)}")
+    _one_axis_shift(int(patch_size[0]), values[0], values[1])
+    return values[0], values[1]
 
 
 def shard_for_rank(subjects: Sequence[CachedSubject]) -> list[CachedSubject]:
@@ -83,15 +144,21 @@ class PatchDataset(Dataset):
         augment: a TorchIO transform (:func:`ssl_pretrain.data.augment.build_augment`) or ``None``.
         augment_margin: context voxels per side cut for the spatial transforms
             (:func:`~ssl_pretrain.data.augment.augment_margin`); ``augment`` must crop back to the patch.
-        modality_dropout: probability of zeroing each present modality.
-        min_modalities: modalities that always remain (if the subject has them).
-        views: 1, or 2 for two overlapping, independently augmented crops.
+        modality_dropout: probability of zeroing each present modality (the ``random`` subset).
+        min_modalities: modalities that always remain under ``random`` (if the subject has them).
+        views: 1, or 2 for two independently augmented crops with a bounded overlap.
         shard: keep only this DDP rank's share of the subjects (see the module docstring).
+        modality_subsets: the subsets a patch may show (:func:`ssl_pretrain.data.subsets.parse_modality_subsets`);
+            ``None``: per-modality dropout when ``modality_dropout > 0``, else every acquired modality.
+        clean_target: add ``target``, the patch before intensity augmentation and modality dropout.
+        view_overlap: ``(low, high)`` fraction of voxels the two views share (``views=2``).
+        view_augment: intensity transform applied to each view of a two-view item, always
+            (:func:`ssl_pretrain.data.augment.build_view_augment`), also when ``augment`` is ``None``.
 
-    Items (see :mod:`ssl_pretrain.data.batch`): ``image`` ``(C, X, Y, Z)`` float32, ``presence`` ``(C,)``
-    float32, ``tissue`` ``(1, X, Y, Z)`` int64 (``IGNORE_INDEX`` where the subject has none), ``regions``
-    ``(1, X, Y, Z)`` int64 (0 where none), ``subject`` and ``group`` strings; with ``views=2`` also
-    ``image_b`` and ``presence_b``.
+    Items (see :mod:`ssl_pretrain.data.batch`): ``image`` ``(C, X, Y, Z)`` float32, ``presence`` and
+    ``acquired`` ``(C,)`` float32, ``tissue`` ``(1, X, Y, Z)`` int64 (``IGNORE_INDEX`` where the subject has
+    none), ``regions`` ``(1, X, Y, Z)`` int64 (0 where none), ``subject`` and ``group`` strings; with
+    ``clean_target`` also ``target`` ``(C, X, Y, Z)``; with ``views=2`` also ``image_b`` and ``presence_b``.
     """
 
     def __init__(
@@ -109,6 +176,10 @@ class PatchDataset(Dataset):
         min_modalities: int = 1,
         views: int = 1,
         shard: bool = True,
+        modality_subsets: Sequence[ModalitySubset] | None = None,
+        clean_target: bool = False,
+        view_overlap: Sequence[float] = DEFAULT_VIEW_OVERLAP,
+        view_augment: tio.Transform | None = None,
     ) -> None:
         if not subjects:
             raise ValueError("PatchDataset needs at least one subject")
@@ -133,9 +204,18 @@ class PatchDataset(Dataset):
         self.length = int(length)
         self.seed = int(seed)
         self.augment = augment
+        self._spatial, self._intensity = split_augment(augment)
         self.modality_dropout = float(modality_dropout)
         self.min_modalities = int(min_modalities)
+        if modality_subsets:
+            self.modality_subsets = tuple(modality_subsets)
+        else:
+            fallback = RANDOM if self.modality_dropout > 0 else ALL
+            self.modality_subsets = (ModalitySubset(fallback, None, 1.0),)
+        self.clean_target = bool(clean_target)
         self.views = views
+        self.view_overlap = check_view_overlap(view_overlap, self.patch_size)
+        self.view_augment = view_augment
         self.epoch = 0
         roi_labels = np.asarray(region_group_indices(roi), dtype=np.uint8) if roi else None
         # ROI voxels as int32 flat indices, once per subject (empty: fall back to brain voxels)
@@ -220,53 +300,74 @@ class PatchDataset(Dataset):
             return s, np.asarray(np.unravel_index(flat, self.subjects[s].brain.shape)), True
         return s, self._brain_centre(s, rng), False
 
-    def _dropout(self, presence: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        present = np.flatnonzero(presence)
-        drop = rng.random(len(present)) < self.modality_dropout
-        floor = min(self.min_modalities, len(present))
-        excess = floor - int((~drop).sum())
-        if excess > 0:  # restore randomly chosen dropped modalities up to the floor
-            restore = rng.choice(np.flatnonzero(drop), size=excess, replace=False)
-            drop[restore] = False
-        kept = presence.copy()
-        kept[present[drop]] = False
-        return kept
+    def _augment(
+        self, image: torch.Tensor, labels: dict[str, np.ndarray], tio_affine: np.ndarray, seed: int, per_view: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """``(augmented image, clean target or None, labels)`` of one cut-out box, seeded by ``seed``."""
+        fields: dict[str, tio.Image] = {B.IMAGE: tio.ScalarImage(tensor=image, affine=tio_affine)}
+        for name, array in labels.items():
+            fields[name] = tio.LabelMap(tensor=torch.from_numpy(array), affine=tio_affine)
+        subject = tio.Subject(fields)
+        target = None
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)  # CPU only: cheap
+            if self._spatial is not None:
+                subject = self._spatial(subject)
+            if self.clean_target:
+                target = cast(tio.Image, subject[B.IMAGE]).data.float().clone()
+            if self._intensity is not None:
+                subject = self._intensity(subject)
+            if per_view and self.view_augment is not None:
+                subject = self.view_augment(subject)
+        image_t = cast(tio.Image, subject[B.IMAGE]).data.float()
+        return image_t, target, {name: cast(tio.Image, subject[name]).data.long() for name in labels}
 
     def _view(self, subject: CachedSubject, centre: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
-        size = self.patch_size + 2 * self.margin if self.augment is not None else self.patch_size
+        size = self.patch_size + 2 * self.margin if self._spatial is not None else self.patch_size
         lo = centre - size // 2
         image = read_box(subject.image, lo, size, fill=subject.background, dtype=np.float32)
-        fields: dict[str, tio.Image] = {}
         tio_affine = np.diag([*np.linalg.norm(subject.affine[:3, :3], axis=0), 1.0])
         labels: dict[str, np.ndarray] = {}
         for name, array in ((B.TISSUE, subject.tissue), (B.REGIONS, subject.regions)):
             if array is not None:
                 labels[name] = read_box(array, lo, size, fill=0, dtype=np.int64)[None]
-        presence = subject.presence.copy()
-        image_t = torch.from_numpy(image)
-        if self.augment is not None:
-            fields[B.IMAGE] = tio.ScalarImage(tensor=image_t, affine=tio_affine)
-            for name, array in labels.items():
-                fields[name] = tio.LabelMap(tensor=torch.from_numpy(array), affine=tio_affine)
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(int(rng.integers(2**62)))  # CPU only: cheap
-                out = self.augment(tio.Subject(fields))
-            image_t = cast(tio.Image, out[B.IMAGE]).data.float()
-            label_t = {name: cast(tio.Image, out[name]).data.long() for name in labels}
+        acquired = np.asarray(subject.presence, dtype=bool).copy()
+        two_view = self.views == 2 and self.view_augment is not None
+        if self.augment is not None or two_view:
+            seed = int(rng.integers(2**62))
+            image_t, target, label_t = self._augment(torch.from_numpy(image), labels, tio_affine, seed, two_view)
         else:
+            image_t = torch.from_numpy(image)
+            target = image_t.clone() if self.clean_target else None
             label_t = {name: torch.from_numpy(array) for name, array in labels.items()}
         if tuple(image_t.shape[1:]) != tuple(self.patch_size):
             raise ValueError(f"the augmentation returned {tuple(image_t.shape[1:])}, expected the patch size")
-        if self.modality_dropout > 0:
-            presence = self._dropout(presence, rng)
+        subset = draw_subset(self.modality_subsets, rng)
+        presence = keep_modalities(subset, acquired, rng, self.modality_dropout, self.min_modalities)
         image_t[torch.from_numpy(~presence)] = 0.0  # missing and dropped modalities are zero channels
         shape = (1, *(int(n) for n in self.patch_size))
-        return {
+        item = {
             B.IMAGE: image_t.contiguous(),
             B.PRESENCE: torch.from_numpy(presence.astype(np.float32)),
+            B.ACQUIRED: torch.from_numpy(acquired.astype(np.float32)),
             B.TISSUE: label_t.get(B.TISSUE, torch.full(shape, B.IGNORE_INDEX, dtype=torch.int64)),
             B.REGIONS: label_t.get(B.REGIONS, torch.zeros(shape, dtype=torch.int64)),
         }
+        if target is not None:
+            target[torch.from_numpy(~acquired)] = 0.0  # what was never acquired is never a target
+            item[B.TARGET] = target.contiguous()
+        return item
+
+    def _second_centre(self, s: int, centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The second view's centre: an offset with a bounded overlap, inside the brain when one is found."""
+        brain = self.subjects[s].brain
+        shape = np.asarray(brain.shape)
+        candidate = centre
+        for _ in range(8):
+            candidate = centre + draw_view_offset(self.patch_size, self.view_overlap, rng)
+            if np.all(candidate >= 0) and np.all(candidate < shape) and brain[tuple(candidate)]:
+                return candidate
+        return candidate
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
         epoch, i = self._split_index(index)
@@ -277,9 +378,7 @@ class PatchDataset(Dataset):
         item[B.SUBJECT] = subject.key
         item[B.GROUP] = subject.group
         if self.views == 2:
-            jitter = self.patch_size // 4
-            centre_b = centre + rng.integers(-jitter, jitter + 1)
-            second = self._view(subject, centre_b, rng)
+            second = self._view(subject, self._second_centre(s, centre, rng), rng)
             item[B.IMAGE_B] = second[B.IMAGE]
             item[B.PRESENCE_B] = second[B.PRESENCE]
         return item

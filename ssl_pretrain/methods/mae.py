@@ -1,63 +1,116 @@
-"""Masked autoencoder for multi-channel 3D MRI.
+"""Masked autoencoder for multi-channel 3D MRI, with cross-modal targets.
 
 He, Chen, Xie, Li, Dollár, Girshick, "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022
-(https://arxiv.org/abs/2111.06377). Adapted to a convolutional 3D U-Net as in masked image modelling
-for medical volumes: random 3D blocks of the input are hidden (set to 0 or to a learned per-channel
-token), the U-Net reconstructs every channel, and the loss is the MSE on masked voxels only, against
-targets normalised per block (MAE's ``norm_pix_loss``). Channels of missing modalities never count.
+(https://arxiv.org/abs/2111.06377), adapted to a convolutional 3D U-Net as in masked image modelling for
+medical volumes: random 3D blocks of the input are hidden (set to 0, or to a learned per-channel token in
+the channels the patch shows), the U-Net reconstructs every channel, and the loss is the MSE on hidden
+voxels. Choices for brain MRI:
+
+- **Plain targets** (``norm_target=False``, the default): MAE's ``norm_pix_loss`` whitens each block by
+  its own mean and SD, which removes the block mean (the GM/WM/CSF intensity the downstream task needs)
+  and blows homogeneous blocks (white matter, background) up to unit-variance noise. nnssl's MAE for 3D
+  brain MRI uses plain masked MSE (Wald et al. 2024, https://arxiv.org/abs/2412.17041).
+- **Cross-modal targets** (``cross_modal=True``, as MultiMAE: Bachmann, Mizrahi, Atanov, Zamir,
+  "MultiMAE: Multi-modal Multi-task Masked Autoencoders", ECCV 2022, https://arxiv.org/abs/2204.01678):
+  the input shows a subset of the modalities (:mod:`ssl_pretrain.data.subsets`, e.g. T1w alone) and the
+  loss reconstructs every modality the subject *acquired*. A modality that is dropped from the input is
+  hidden everywhere, so all its voxels count; a shown modality counts at its masked voxels. The encoder
+  thereby learns T1w → T2w/FA/MD, what T1w-only inference needs.
+- **Clean targets**: the target is the patch before intensity augmentation and artefacts (batch key
+  ``target``; spatial augmentation applies to both), so the loss has no irreducible noise term.
+- **Sparse normalisation** (``sparse_norm=True``, SparK: Tian et al., ICLR 2023,
+  https://arxiv.org/abs/2301.03580): the encoder computes instance-norm statistics on visible voxels
+  only and keeps masked voxels empty (:mod:`ssl_pretrain.models.sparse`); the mask token is then unused
+  (SparK's masked input is empty) and not created.
+
+The loss averages, per modality, the squared error over the voxels that count in the whole batch, then
+averages over the modalities that have any (MultiMAE sums its per-modality losses; the mean keeps the
+scale of a single-channel MSE).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import cast
 
 import torch
 from torch import Tensor, nn
 
-from ssl_pretrain.data.batch import IMAGE, PRESENCE
+from ssl_pretrain.data.batch import ACQUIRED, IMAGE, PRESENCE, TARGET
 from ssl_pretrain.methods.masking import apply_mask, as_block, normalise_blocks, random_block_mask
+from ssl_pretrain.models.sparse import SparseMasking
+
+
+def loss_weights(mask: Tensor, presence: Tensor, acquired: Tensor | None = None) -> Tensor:
+    """Which voxels of which channels count: ``(B, C, X, Y, Z)`` float, 1 = counted.
+
+    Args:
+        mask: ``(B, 1, X, Y, Z)``, 1 = masked.
+        presence: ``(B, C)``, 1 = the channel is in the input.
+        acquired: ``(B, C)``, 1 = the subject has the modality (``None``: same as ``presence``, i.e. no
+            cross-modal targets).
+
+    Returns:
+        ``acquired · (mask if present else 1)``: masked voxels of shown channels, every voxel of channels
+        the subject has but the input drops, nothing of channels the subject lacks.
+    """
+    shown = presence.float().view(*presence.shape, 1, 1, 1)
+    have = shown if acquired is None else acquired.float().view(*acquired.shape, 1, 1, 1)
+    return have * (shown * mask.float() + (1.0 - shown))
+
+
+def per_channel_mse(pred: Tensor, target: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mse (C,), counted voxels (C,))`` over the batch: ``Σ w (p − t)² / Σ w`` per channel (0 where none count)."""
+    squared = (pred.float() - target.float()) ** 2 * weight
+    counts = weight.sum(dim=(0, 2, 3, 4))
+    return squared.sum(dim=(0, 2, 3, 4)) / counts.clamp_min(1.0), counts
 
 
 class MAELoss(nn.Module):
-    """MSE on masked voxels of present channels, against per-block normalised targets.
+    """Masked MSE of a reconstruction, per modality, averaged over the modalities that count.
 
     Args:
-        block: the mask block edge(s) in voxels; targets are normalised per block of this size.
-        norm_target: normalise each block of each target channel by its own mean/std (MAE's
-            ``norm_pix_loss``); if False the raw target is used.
+        block: the mask block edge(s) in voxels; with ``norm_target`` targets are normalised per block.
+        norm_target: normalise each block of each target channel by its own mean/SD (MAE's
+            ``norm_pix_loss``); False (default) uses the intensities themselves.
         eps: added to the block variance.
     """
 
-    def __init__(self, block: int | Sequence[int], norm_target: bool = True, eps: float = 1e-6) -> None:
+    def __init__(self, block: int | Sequence[int], norm_target: bool = False, eps: float = 1e-6) -> None:
         super().__init__()
         self.block = as_block(block)
         self.norm_target = norm_target
         self.eps = eps
 
-    def forward(self, pred: Tensor, target: Tensor, mask: Tensor, presence: Tensor) -> Tensor:
-        """Mean squared error over the voxels that count.
+    def prepare_target(self, target: Tensor) -> Tensor:
+        """The target in loss units: block-normalised with ``norm_target``, else as it is (float32)."""
+        target = target.float()
+        return normalise_blocks(target, self.block, self.eps) if self.norm_target else target
+
+    def forward(
+        self, pred: Tensor, target: Tensor, mask: Tensor, presence: Tensor, acquired: Tensor | None = None
+    ) -> Tensor:
+        """The loss.
 
         Args:
             pred: ``(B, C, X, Y, Z)`` reconstruction.
-            target: ``(B, C, X, Y, Z)`` the unmasked input.
-            mask: ``(B, 1, X, Y, Z)``, 1 = masked (counted), 0 = visible (ignored).
-            presence: ``(B, C)``, 1 = modality present; absent channels are ignored.
+            target: ``(B, C, X, Y, Z)`` the clean patch (every acquired channel).
+            mask: ``(B, 1, X, Y, Z)``, 1 = masked.
+            presence: ``(B, C)``, 1 = the channel is in the input.
+            acquired: ``(B, C)``, 1 = the subject has it (cross-modal targets); ``None``: only shown channels count.
 
         Returns:
-            Scalar: sum of squared errors over masked voxels of present channels divided by their count
-            (0, with a zero gradient, when nothing counts).
+            Scalar: mean over channels with counted voxels of their masked MSE (:func:`per_channel_mse`);
+            0, with a zero gradient, when nothing counts.
         """
         if pred.shape != target.shape or mask.shape != (target.shape[0], 1, *target.shape[2:]):
             raise ValueError(
                 f"shapes disagree: pred {tuple(pred.shape)}, target {tuple(target.shape)}, mask {tuple(mask.shape)}"
             )
-        target = target.float()
-        if self.norm_target:
-            target = normalise_blocks(target, self.block, self.eps)
-        weight = mask.float() * presence.float().view(*presence.shape, 1, 1, 1)
-        squared = (pred.float() - target) ** 2 * weight
-        return squared.sum() / weight.sum().clamp_min(1.0)
+        mse, counts = per_channel_mse(pred, self.prepare_target(target), loss_weights(mask, presence, acquired))
+        used = (counts > 0).float()
+        return (mse * used).sum() / used.sum().clamp_min(1.0)
 
 
 class MAE(nn.Module):
@@ -69,7 +122,9 @@ class MAE(nn.Module):
         mask_ratio: fraction of blocks masked per sample.
         mask_block: block edge(s) in voxels.
         norm_target: per-block normalised targets (see :class:`MAELoss`).
-        mask_token: replace masked voxels by a learned value per channel instead of 0.
+        mask_token: masked voxels of shown channels take a learned value per channel instead of 0.
+        cross_modal: reconstruct every acquired modality, also those the input drops.
+        sparse_norm: SparK-style sparse encoder (statistics on visible voxels; no mask token).
     """
 
     name = "mae"
@@ -81,8 +136,10 @@ class MAE(nn.Module):
         in_channels: int,
         mask_ratio: float = 0.75,
         mask_block: int | Sequence[int] = 8,
-        norm_target: bool = True,
+        norm_target: bool = False,
         mask_token: bool = True,
+        cross_modal: bool = True,
+        sparse_norm: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
@@ -92,7 +149,10 @@ class MAE(nn.Module):
         self.unet = unet
         self.mask_ratio = float(mask_ratio)
         self.mask_block = as_block(mask_block)
-        self.mask_token = nn.Parameter(torch.zeros(in_channels)) if mask_token else None
+        use_token = mask_token and not sparse_norm
+        self.mask_token = nn.Parameter(torch.zeros(in_channels)) if use_token else None
+        self.cross_modal = bool(cross_modal)
+        self.sparse = SparseMasking(self.encoder) if sparse_norm else None
         self.loss = MAELoss(self.mask_block, norm_target)
 
     @property
@@ -106,24 +166,50 @@ class MAE(nn.Module):
             image.shape[0], image.shape[2:], self.mask_block, self.mask_ratio, generator, image.device
         )
 
-    def reconstruct(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def reconstruct(self, image: Tensor, mask: Tensor, presence: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mask ``image`` and reconstruct it.
 
         Args:
-            image: ``(B, C, X, Y, Z)``.
-            mask: ``(B, 1, X, Y, Z)``, 1 = masked.
+            image: ``(B, C, X, Y, Z)``; absent channels are zero.
+            mask: ``(B, 1, X, Y, Z)``, 1 = masked (all zeros: reconstruct from the whole input).
+            presence: ``(B, C)``, 1 = the channel is in ``image`` (the token goes there only); None = all.
 
         Returns:
             ``(masked_input, reconstruction)``, both ``(B, C, X, Y, Z)``; the reconstruction is in
             block-normalised units when ``norm_target`` is on.
         """
-        masked = apply_mask(image, mask, self.mask_token)
-        return masked, self.unet(masked)
+        masked = apply_mask(image, mask, self.mask_token, presence)
+        sparse = self.sparse.visible(1.0 - mask) if self.sparse is not None else nullcontext()
+        with sparse:
+            return masked, self.unet(masked)
+
+    def targets(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(target (B, C, X, Y, Z), acquired (B, C))`` of a batch.
+
+        The clean ``target`` and ``acquired`` when the batch has them (``acquired`` only with
+        ``cross_modal``, else ``presence``); a batch without ``target`` (e.g. built by hand) reconstructs
+        its own ``image``, shown channels only.
+        """
+        if TARGET not in batch:
+            return batch[IMAGE], batch[PRESENCE]
+        acquired = batch.get(ACQUIRED, batch[PRESENCE]) if self.cross_modal else batch[PRESENCE]
+        return batch[TARGET], acquired
 
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Loss of one batch: ``{"loss": …, "mae": …}`` (the same scalar under both names)."""
+        """Loss of one batch: ``{"loss", "mae"}`` (the same scalar), plus, when the batch drops modalities it
+        reconstructs, ``"mae_shown"`` and ``"mae_cross"`` (the loss of shown and of dropped channels)."""
         image, presence = batch[IMAGE], batch[PRESENCE]
+        target, acquired = self.targets(batch)
         mask = self.draw_mask(image, generator)
-        _, pred = self.reconstruct(image, mask)
-        loss = self.loss(pred, image, mask, presence)
-        return {"loss": loss, "mae": loss.detach()}
+        _, pred = self.reconstruct(image, mask, presence)
+        loss = self.loss(pred, target, mask, presence, acquired)
+        out = {"loss": loss, "mae": loss.detach()}
+        dropped = acquired.float() * (1.0 - presence.float())
+        if bool(dropped.any()):
+            with torch.no_grad():
+                prepared = self.loss.prepare_target(target)
+                for name, have in (("mae_shown", presence.float() * acquired.float()), ("mae_cross", dropped)):
+                    mse, counts = per_channel_mse(pred, prepared, loss_weights(mask, presence, have))
+                    used = (counts > 0).float()
+                    out[name] = (mse * used).sum() / used.sum().clamp_min(1.0)
+        return out

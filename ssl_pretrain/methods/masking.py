@@ -69,18 +69,25 @@ def random_block_mask(
     return mask.to(device) if device is not None else mask
 
 
-def apply_mask(image: Tensor, mask: Tensor, token: Tensor | None = None) -> Tensor:
+def apply_mask(image: Tensor, mask: Tensor, token: Tensor | None = None, presence: Tensor | None = None) -> Tensor:
     """The encoder's input: ``image`` with masked voxels replaced by 0 or by a per-channel token.
+
+    The token goes into *present* channels only: a missing or dropped modality stays exactly zero, as it is
+    at fine-tuning and inference.
 
     Args:
         image: ``(B, C, X, Y, Z)``.
         mask: ``(B, 1, X, Y, Z)``, 1 = masked.
         token: ``(C,)`` learned mask value per channel, or None for zeros.
+        presence: ``(B, C)``, 1 = the modality is in ``image``; None = every channel is.
     """
     visible = image * (1.0 - mask)
     if token is None:
         return visible
-    return visible + mask * token.view(1, -1, 1, 1, 1).to(image.dtype)
+    fill = token.view(1, -1, 1, 1, 1).to(image.dtype)
+    if presence is not None:
+        fill = fill * presence.to(image.dtype).view(*presence.shape, 1, 1, 1)
+    return visible + mask * fill
 
 
 def to_blocks(x: Tensor, block: int | Sequence[int]) -> Tensor:

@@ -1,8 +1,10 @@
 """The Lightning module of ``bssl pretrain``: one self-supervised method, its optimiser and its logs.
 
-Random masks are drawn from a generator seeded by ``(seed, global step, micro-batch, rank)`` (training)
-or ``(seed, batch index, rank)`` (validation), not from the global RNG: a resumed run draws the same
-masks as an uninterrupted one, and the validation loss is measured on the same masks every time.
+Random masks (and VICRegL's sampled positions) are drawn from a generator seeded by ``(seed, global step,
+micro-batch, rank)`` (training) or ``(seed, batch index, rank)`` (validation), not from the global RNG: a
+resumed run draws the same masks as an uninterrupted one, and the validation loss is measured on the same
+masks every time. Other state a method keeps between steps (SimCLR's memory bank) is registered as
+persistent buffers, so it is in the checkpoint and a resumed run continues it.
 Mixed precision (bf16 on CUDA) comes from the Trainer's ``precision``; losses are computed in fp32.
 Epochs reach the patch sampler through Lightning, which calls ``set_epoch`` on the train loader's
 :class:`~ssl_pretrain.data.sampler.EpochSampler` at every epoch start, so this module needs no hook for it.

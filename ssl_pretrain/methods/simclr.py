@@ -4,19 +4,52 @@ Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning o
 Representations", ICML 2020 (https://arxiv.org/abs/2002.05709). The deepest encoder features of each
 view are average-pooled, projected by lightly's ``SimCLRProjectionHead`` and compared with lightly's
 ``NTXentLoss``; under DDP the negatives are gathered from every process (``gather_distributed``).
+
+3D batches hold 2–8 patches, so in-batch NT-Xent has 2–14 negatives. With ``memory_bank_size = K > 0``
+lightly's ``NTXentLoss`` takes its negatives from a queue of the last K second-view projections instead,
+as MoCo does (He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation
+Learning", CVPR 2020, https://arxiv.org/abs/1911.05722). The second view (the key) is then embedded by a
+*momentum* copy of the encoder and head, an exponential moving average of the trained ones
+(``momentum`` m, lightly's ``update_momentum`` at every training forward), so the queued keys change
+slowly and stay comparable (MoCo's ablation: m = 0, a queue of keys from the trained network itself,
+fails to converge). The queue (``loss.memory_bank.bank`` and its pointer) is registered as persistent
+state and the momentum copy is ordinary (frozen) parameters, so both are saved in checkpoints and a
+resumed run continues with the same negatives and keys.
+
+A caveat measured on the demo cohort: pooled deepest features of the instance-normalised encoder are
+nearly the same for every patch at initialisation (instance norm fixes each channel's spatial mean and
+variance before the pooling), so in short runs the loss stays at or above chance with or without the
+queue, and with the queue the embeddings collapse further as it fills with near-identical keys. The
+run's ``embedding_quality.json`` (alignment/uniformity) shows it; read SimCLR's results with it.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import cast
 
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B
+
+
+def persist_memory_bank(loss: nn.Module) -> None:
+    """Register a lightly loss's memory-bank buffers (``bank``, ``bank_ptr``) as persistent state.
+
+    Lightly registers them with ``persistent=False``, so they would be missing from checkpoints and a resumed
+    run would restart from a fresh random queue; registering the same tensors again with
+    ``persistent=True`` (``nn.Module.register_buffer``) puts them in the state dict.
+    """
+    bank = getattr(loss, "memory_bank", None)
+    if bank is None or bank.size == (0,):
+        return
+    for name in ("bank", "bank_ptr"):
+        bank.register_buffer(name, getattr(bank, name), persistent=True)
 
 
 def pooled_features(encoder: nn.Module, image: Tensor) -> Tensor:
@@ -32,7 +65,10 @@ class SimCLR(nn.Module):
         hidden_dim / output_dim / num_layers / batch_norm: the projection head (lightly's
             ``SimCLRProjectionHead``; ``num_layers=2`` is SimCLR v1).
         temperature: NT-Xent temperature τ.
-        gather_distributed: gather negatives from all processes under DDP.
+        gather_distributed: gather negatives from all processes under DDP (and the queue's new entries).
+        memory_bank_size: negatives kept in lightly's memory bank (0: in-batch negatives only).
+        momentum: EMA factor of the key encoder and head (0: the second view goes through the trained
+            network, as in SimCLR; MoCo uses 0.99–0.999).
     """
 
     name = "simclr"
@@ -45,8 +81,10 @@ class SimCLR(nn.Module):
         output_dim: int = 128,
         num_layers: int = 2,
         batch_norm: bool = True,
-        temperature: float = 0.1,
+        temperature: float = 0.5,
         gather_distributed: bool = True,
+        memory_bank_size: int = 0,
+        momentum: float = 0.0,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -56,17 +94,44 @@ class SimCLR(nn.Module):
         self.encoder = encoder
         feature_dim = int(cast(Sequence[int], encoder.feature_channels)[-1])
         self.head = SimCLRProjectionHead(feature_dim, hidden_dim, output_dim, num_layers, batch_norm)
-        self.loss = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
+        if memory_bank_size < 0:
+            raise ValueError(f"memory_bank_size must be >= 0, got {memory_bank_size}")
+        bank = (int(memory_bank_size), output_dim) if memory_bank_size else 0
+        self.loss = NTXentLoss(temperature=temperature, memory_bank_size=bank, gather_distributed=gather_distributed)
+        persist_memory_bank(self.loss)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.momentum_encoder: nn.Module | None = None
+        self.momentum_head: nn.Module | None = None
+        if self.momentum > 0:
+            self.momentum_encoder, self.momentum_head = copy.deepcopy(encoder), copy.deepcopy(self.head)
+            deactivate_requires_grad(self.momentum_encoder)
+            deactivate_requires_grad(self.momentum_head)
 
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""
         features = pooled_features(self.encoder, image)
         return features, self.head(features)
 
+    def keys(self, image: Tensor) -> Tensor:
+        """Second-view projections ``(B, D)``: from the momentum copy (no gradient) when there is one.
+
+        In training mode with gradients enabled the momentum copy first moves towards the trained network
+        (``θ_k ← m θ_k + (1 − m) θ``); validation and evaluation leave it alone.
+        """
+        if self.momentum_encoder is None or self.momentum_head is None:
+            return self.embed(image)[1]
+        if self.training and torch.is_grad_enabled():
+            update_momentum(self.encoder, self.momentum_encoder, self.momentum)
+            update_momentum(self.head, self.momentum_head, self.momentum)
+        with torch.no_grad():
+            return self.momentum_head(pooled_features(self.momentum_encoder, image))
+
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Loss of one two-view batch: ``{"loss": …, "simclr": …}``. ``generator`` is unused."""
         _, z_a = self.embed(batch[IMAGE])
-        _, z_b = self.embed(batch[IMAGE_B])
+        z_b = self.keys(batch[IMAGE_B])
         with torch.autocast(z_a.device.type, enabled=False):  # similarities / τ in fp32, also under bf16
             loss = self.loss(z_a.float(), z_b.float())
         return {"loss": loss, "simclr": loss.detach()}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.features import RegionFeatures
 from evaluation.probes import knn_probe, linear_probe, run_probe, transfer_matrix
+from ssl_pretrain.models.features import RegionFeatures
 
 
 def _separable(n, seed):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.features import RegionFeatures
 from evaluation.similarity import (
     cka_matrix,
     cka_with_uncertainty,
@@ -15,6 +14,7 @@ from evaluation.similarity import (
     mmd_rbf,
     shift_matrix,
 )
+from ssl_pretrain.models.features import RegionFeatures
 
 
 @pytest.fixture(scope="module")

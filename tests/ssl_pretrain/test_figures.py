@@ -52,3 +52,13 @@ def test_mae_reconstruction_png(tmp_path: Path) -> None:
     out = plot_mae_reconstruction(image, image * 0, image, [True, False], ["T1w", "T2w"], tmp_path / "mae.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_reconstruction_figure_takes_column_titles(tmp_path: Path) -> None:
+    image = np.random.default_rng(0).normal(size=(2, 8, 8, 8)).astype(np.float32)
+    path = plot_mae_reconstruction(
+        image, image * 0, image, [True, True], ["T1w", "T2w"], tmp_path / "x.png", columns=("truth", "in", "out")
+    )
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="three column titles"):
+        plot_mae_reconstruction(image, image, image, [True, True], ["T1w", "T2w"], tmp_path / "y.png", columns=("a",))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -90,9 +91,14 @@ def test_mae_run_writes_a_loadable_encoder_and_figures(cohort, tmp_path: Path) -
     train = metrics.dropna(subset=["train/loss"])
     assert sorted(train["step"].tolist()) == [0, 1, 2, 3]
     assert "val/loss" in metrics and metrics["val/loss"].notna().sum() >= 1
-    for png in ("loss_curve.png", "mae_reconstruction.png"):
+    for png in ("loss_curve.png", "mae_reconstruction.png", "mae_cross_modal.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
-    assert not (out / "embedding_quality.json").exists()
+    report = json.loads((out / "embedding_quality.json").read_text())
+    assert report["schema_version"] == 1 and report["method"] == "mae" and "embeddings" not in report
+    assert report["probes"]["status"] == "done" and report["reconstruction"]["status"] == "done"
+    assert set(report["reconstruction"]["modalities"]) == {"T2w", "FA", "MD"}  # predicted from T1w alone
+    assert sidecar["method"]["norm_target"] is False and sidecar["method"]["cross_modal"] is True
+    assert {"train/mae", "train/loss"} <= set(metrics.columns)
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
 
 
@@ -103,10 +109,13 @@ def test_two_view_runs_report_embedding_quality(cohort, tmp_path: Path, method: 
     assert (out / "mae_reconstruction.png").exists() == (method == "mae_simclr")
     assert json.loads((out / "encoder.json").read_text())["method"]["name"] == method
     report = json.loads((out / "embedding_quality.json").read_text())
-    assert report["split"] == "validation"
+    assert report["probes"]["status"] == "done"
+    assert ("reconstruction" in report) == (method == "mae_simclr")
+    embeddings = report["embeddings"]
+    assert embeddings["split"] == "validation"
     for stage in ("initial", "trained"):
         for space in ("projection", "encoder"):
-            q = report[stage][space]
+            q = embeddings[stage][space]
             assert q["n"] == 4  # data.val_patches pairs
             assert 0.0 <= q["alignment"] <= 4.0  # squared distance of unit vectors
             assert -4.0 <= q["uniformity"] <= 0.0 + 1e-9
@@ -114,7 +123,13 @@ def test_two_view_runs_report_embedding_quality(cohort, tmp_path: Path, method: 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_training_steps_lower_the_loss_on_a_fixed_batch(cohort, tmp_path: Path, method: str) -> None:
-    cfg = config(cohort, tmp_path, method, "optim.warmup_steps=2", "optim.lr=3e-3")
+    # one batch over and over: a memory bank would fill with this batch's own positives as negatives, and keys
+    # from a slowly moving momentum copy lag the trained network
+    no_bank = ["method.memory_bank_size=0", "method.momentum=0"] if method in ("simclr", "mae_simclr") else []
+    # VICReg's head has no batch norm (method.head.norm=none): its embeddings start with a tiny spread, and the
+    # variance hinge (25 x ~1) falls more slowly per step than the other losses at the same learning rate
+    lr = "optim.lr=1e-2" if method == "vicreg" else "optim.lr=3e-3"
+    cfg = config(cohort, tmp_path, method, "optim.warmup_steps=2", lr, *no_bank)
     dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=2, seed=0)
     dm.setup()
     loader = iter(dm.train_dataloader())
@@ -186,12 +201,70 @@ def test_encoder_reloads_into_other_channels_by_modality_name(cohort, tmp_path: 
         (["method.mask_block=5"], "method.mask_block"),
         (["method.views=3"], "method.views"),
         (["method.mask_ratio=0"], "method.mask_ratio"),
+        (["evidence.bootstrap=10"], "evidence.bootstrap"),
+        (["evidence.inputs=[T1w,PD]"], "evidence.inputs"),
+        (["data.modality_subsets.T1w=0.9"], "data.modality_subsets"),
     ],
 )
 def test_bad_settings_fail_before_training(cohort, tmp_path: Path, extra: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run(config(cohort, tmp_path / "bad", "mae", *extra))
     assert not (tmp_path / "bad" / "encoder.pt").exists()
+
+
+def check_probe_entry(entry: dict) -> None:
+    """A probe result per the schema of ssl_pretrain.evidence: pretrained / random / gap with means and CIs."""
+    for label in ("pretrained", "random", "gap"):
+        part = entry[label]
+        assert set(part) >= {"mean", "ci95", "per_subject"} and part["per_subject"]
+        assert (part["ci95"] is None) == ("ci_note" in part)
+        if part["ci95"] is not None:
+            assert part["ci95"][0] <= part["mean"] <= part["ci95"][1]
+    for key, score in entry["pretrained"]["per_subject"].items():
+        assert 0.0 <= score <= 1.0
+        assert entry["gap"]["per_subject"][key] == pytest.approx(score - entry["random"]["per_subject"][key])
+
+
+def test_tiny_demo_run_writes_the_documented_evidence(demo_cohort: Path, tmp_path: Path) -> None:
+    """embedding_quality.json on the simulated demo cohort: probes in both regions for both inputs, trained on
+    train-split subjects and scored on validation-split ones, and the cross-modal reconstruction error."""
+    extra = ["trainer.max_steps=3", "data.val_fraction=0.5", "data.test_fraction=0.0", "evidence.voxels_per_subject=40"]
+    out = run(config((demo_cohort, tmp_path / "cache"), tmp_path / "demo", "mae", *extra))
+    report = json.loads((out / "embedding_quality.json").read_text())
+    cfg = config((demo_cohort, tmp_path / "cache"), tmp_path / "x", "mae", *extra)
+    dm = BrainDataModule(cfg.data, cfg.paths.cache_dir)
+    dm.setup()
+    assert report["subjects"] == {
+        "train": [s.key for s in dm.train_subjects],
+        "validation": [s.key for s in dm.val_subjects],
+    }
+    assert not set(report["subjects"]["train"]) & set(report["subjects"]["validation"])
+    assert report["settings"]["inputs"] == ["all", "T1w"] and report["settings"]["context"] == 4
+    probes = report["probes"]
+    assert probes["status"] == "done" and probes["score"] == "balanced_accuracy"
+    for region in ("subcortical", "brainstem"):
+        entry = probes["regions"][region]
+        assert entry["status"] == "done" and entry["n_val_subjects"] == len(dm.val_subjects)
+        for condition in ("all", "T1w"):
+            check_probe_entry(entry["inputs"][condition])
+            assert set(entry["inputs"][condition]["pretrained"]["per_subject"]) == set(report["subjects"]["validation"])
+    rec = report["reconstruction"]
+    assert rec["status"] == "done" and rec["input"] == "T1w" and rec["units"] == "normalised intensity"
+    for name, res in rec["modalities"].items():
+        assert name in ("T2w", "FA", "MD") and res["mean_predictor_mse"] > 0
+        assert res["skill"] == pytest.approx(
+            np.mean([1 - v["mse"] / v["mean_predictor_mse"] for v in res["per_subject"].values()])
+        )
+
+
+def test_probes_are_skipped_with_a_reason_without_labels(tmp_path: Path) -> None:
+    root = write_synthetic_bids(
+        tmp_path / "bids", n_subjects=6, missing={f"{i:02d}": ["tissue", "regions"] for i in range(1, 7)}
+    )
+    out = run(config((root, tmp_path / "cache"), tmp_path / "nolabels", "mae", "trainer.max_steps=1"))
+    report = json.loads((out / "embedding_quality.json").read_text())
+    assert report["probes"]["status"] == "skipped" and "labels" in report["probes"]["reason"]
+    assert report["reconstruction"]["status"] == "done"  # needs no labels
 
 
 def test_resume_from_a_missing_checkpoint_is_refused(cohort, tmp_path: Path) -> None:

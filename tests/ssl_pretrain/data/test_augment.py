@@ -9,7 +9,14 @@ import torchio as tio
 from omegaconf import OmegaConf
 
 from ssl_pretrain.config import CONFIG_DIR
-from ssl_pretrain.data.augment import RandomAffineCrop, augment_margin, build_augment
+from ssl_pretrain.data.augment import (
+    RandomAffineCrop,
+    RandomGain,
+    augment_margin,
+    build_augment,
+    build_view_augment,
+    split_augment,
+)
 from ssl_pretrain.errors import ConfigError
 
 OFF = {name: {"p": 0.0} for name in ("affine", "elastic", "flip", "bias_field", "gamma", "noise", "motion", "ghosting")}
@@ -141,3 +148,74 @@ def test_same_seed_same_output() -> None:
 def test_bad_config_names_the_key(cfg: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         build_augment(cfg, (16, 16, 16))
+
+
+def test_only_torchio_public_api_is_used() -> None:
+    """The augmentation imports ``torchio`` itself only (no ``torchio.transforms.*`` internals), and the fused
+    crop is a public ``tio.SpatialTransform`` that ``tio.Compose`` drives through ``apply_transform``."""
+    import ast
+    import inspect
+
+    from ssl_pretrain.data import augment, sampler
+
+    for module in (augment, sampler):
+        tree = ast.parse(inspect.getsource(module))
+        private = [
+            node.module if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+            if ((node.module if isinstance(node, ast.ImportFrom) else alias.name) or "").startswith("torchio.")
+        ]
+        assert private == [], f"{module.__name__} imports TorchIO internals: {private}"
+    crop = RandomAffineCrop((4, 4, 4), copy=False)
+    assert isinstance(crop, tio.SpatialTransform) and not isinstance(crop, tio.IntensityTransform)
+    out = tio.Compose([crop])(subject(torch.randn(1, 6, 6, 6), torch.zeros(1, 6, 6, 6, dtype=torch.long)))
+    assert out["image"].data.shape == (1, 4, 4, 4)
+
+
+def test_affine_draws_are_uniform_in_the_configured_ranges() -> None:
+    crop = RandomAffineCrop((4, 4, 4), scales=(0.8, 0.9), degrees=5, copy=False)
+    assert crop.scales == (0.8, 0.9) * 3 and crop.degrees == (-5.0, 5.0) * 3
+    torch.manual_seed(0)
+    draws = [crop.draw() for _ in range(200)]
+    scales = np.stack([d[0] for d in draws])
+    degrees = np.stack([d[1] for d in draws])
+    assert scales.min() >= 0.8 and scales.max() <= 0.9 and np.all(np.abs(degrees) <= 5)
+    assert scales.std(axis=0).min() > 0.02 and degrees.std(axis=0).min() > 2  # each axis drawn on its own
+    with pytest.raises(ValueError, match="scales"):
+        RandomAffineCrop((4, 4, 4), scales=1.5)
+
+
+def test_split_augment_applies_spatial_then_intensity_like_the_whole() -> None:
+    cfg = OmegaConf.load(CONFIG_DIR / "data" / "default.yaml").augmentation
+    compose = build_augment(cfg, (8, 8, 8))
+    spatial, intensity = split_augment(compose)
+    assert [type(t).__name__ for t in spatial.transforms] == ["RandomFlip", "RandomAffineCrop"]
+    assert all(isinstance(t, tio.IntensityTransform) for t in intensity.transforms)
+    assert split_augment(None) == (None, None)
+    with pytest.raises(ValueError, match="before a spatial"):
+        split_augment(tio.Compose([tio.RandomNoise(), tio.RandomFlip()]))
+
+
+@pytest.mark.parametrize(
+    ("cfg", "key"),
+    [
+        ({"blur": {}}, "data.view_augmentation"),
+        ({"gain": {"gain": 0.2}}, "data.view_augmentation.gain"),
+        ({"noise": {"std": [0.1, 0.2, 0.3]}}, "data.view_augmentation.noise.std"),
+    ],
+)
+def test_bad_view_augmentation_names_the_key(cfg: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_view_augment(cfg)
+
+
+def test_random_gain_scales_each_channel_and_keeps_zeros() -> None:
+    x = torch.ones(3, 2, 2, 2)
+    x[1] = 0
+    torch.manual_seed(0)
+    y = RandomGain(0.3)(x)
+    gains = y.flatten(1)[:, 0]
+    assert torch.all(y[1] == 0) and torch.all((gains[[0, 2]] >= np.exp(-0.3)) & (gains[[0, 2]] <= np.exp(0.3)))
+    assert torch.equal(y, gains.view(3, 1, 1, 1).expand_as(y) * x) and gains[0] != gains[2]

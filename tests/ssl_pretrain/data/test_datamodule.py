@@ -158,11 +158,32 @@ def test_cache_inside_the_dataset_is_refused(root: Path) -> None:
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "data.val_fraction"),
         ({"patches_per_epoch": 2.5}, "data.patches_per_epoch"),
         ({"augmentation.noise.p": 2.0}, "data.augmentation.noise.p"),
+        ({"modality_subsets.all": 0.9}, "data.modality_subsets"),
+        ({"modality_subsets.PD": 0.0}, "data.modality_subsets.PD"),
+        ({"view_overlap": [0.6, 0.2]}, "data.view_overlap"),
+        ({"view_augmentation.gamma.p": 0.5}, "data.view_augmentation.gamma"),
     ],
 )
 def test_bad_config_names_the_key(root: Path, cache: Path, override: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        BrainDataModule(data_cfg(root, **override), cache)
+        BrainDataModule(data_cfg(root, **override), cache, views=2)
+
+
+def test_batches_carry_acquired_targets_and_the_configured_subsets(root: Path, cache: Path) -> None:
+    dm = BrainDataModule(data_cfg(root), cache, seed=3, clean_target=True, views=2)
+    assert [s.name for s in dm.modality_subsets] == ["T1w", "all", "random"]  # configs/data/default.yaml
+    assert dm.modality_subsets[0].weight >= 0.25  # T1w-only is first-class
+    dm.setup()
+    assert dm.train_dataset.modality_subsets == dm.modality_subsets and dm.train_dataset.view_augment is not None
+    batch = next(iter(dm.train_dataloader()))
+    assert batch[B.TARGET].shape == batch[B.IMAGE].shape and batch[B.ACQUIRED].shape == (2, 4)
+    assert torch.all(batch[B.PRESENCE] <= batch[B.ACQUIRED])
+    val = next(iter(dm.val_dataloader()))
+    assert torch.equal(val[B.PRESENCE], val[B.ACQUIRED])  # validation shows every acquired modality
+    assert not torch.equal(val[B.IMAGE], val[B.IMAGE_B])
+    plain = BrainDataModule(data_cfg(root), cache, seed=3)
+    plain.setup()
+    assert B.TARGET not in next(iter(plain.train_dataloader())) and plain.view_augment is None
 
 
 def test_roi_none_in_config_samples_the_brain(root: Path, cache: Path) -> None:

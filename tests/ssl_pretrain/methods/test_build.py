@@ -75,8 +75,9 @@ def test_mae_simclr_contrasts_unmasked_views() -> None:
     method = build_method(method_cfg("mae_simclr", mask_block=4), TINY_MODEL, 2)
     method.eval()  # batch norm in eval mode: the contrastive term depends on the inputs only
     batch = two_view_batch()
-    simclr = method(batch, torch.Generator().manual_seed(1))["simclr"]
-    assert simclr.item() == pytest.approx(method.simclr(batch)["loss"].item(), rel=1e-6)
+    with torch.no_grad():  # no gradient: the memory bank is not updated between the two calls
+        simclr = method(batch, torch.Generator().manual_seed(1))["simclr"]
+        assert simclr.item() == pytest.approx(method.simclr(batch)["loss"].item(), rel=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -90,9 +91,38 @@ def test_mae_simclr_contrasts_unmasked_views() -> None:
         ("simclr", {}, 16, 1, "data.batch_size"),
         ("vicreg", {}, 16, 1, "data.batch_size"),
         ("simclr", {"temperature": 0}, 16, 2, "method.temperature"),
+        ("simclr", {"memory_bank_size": -4}, 16, 2, "method.memory_bank_size"),
+        ("mae_simclr", {"memory_bank_size": 2.5}, 16, 2, "method.memory_bank_size"),
+        ("simclr", {"momentum": 1.0}, 16, 2, "method.momentum"),
+        ("vicreg", {"head": {"norm": "group"}}, 16, 2, "method.head.norm"),
+        ("vicreg", {"local": {"alpha": 1.5}}, 16, 2, "method.local.alpha"),
     ],
 )
 def test_bad_method_config_names_the_key(name: str, overrides: dict, patch: object, batch: int, key: str) -> None:
     cfg = OmegaConf.create({"name": name, **overrides}) if name == "byol" else method_cfg(name, **overrides)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check_method_config(cfg, patch, batch)
+
+
+def test_configs_build_the_faithful_defaults() -> None:
+    mae = build_method(method_cfg("mae", mask_block=4), TINY_MODEL, 2)
+    assert not mae.loss.norm_target and mae.cross_modal and mae.sparse is None and mae.mask_token is not None
+    sparse = build_method(method_cfg("mae", mask_block=4, sparse_norm=True), TINY_MODEL, 2)
+    assert sparse.sparse is not None and sparse.mask_token is None
+    simclr = build_method(method_cfg("simclr"), TINY_MODEL, 2)
+    assert simclr.loss.temperature == 0.5 and simclr.loss.memory_bank.size == (256, 8)
+    assert simclr.momentum == 0.99 and simclr.momentum_encoder is not None
+    both = build_method(method_cfg("mae_simclr", mask_block=4), TINY_MODEL, 2)
+    assert both.simclr.loss.memory_bank.size == (256, 8) and both.mae.cross_modal
+    vicreg = build_method(method_cfg("vicreg"), TINY_MODEL, 2)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in vicreg.head.modules())
+    assert vicreg.alpha == 0.75 and vicreg.local is not None and vicreg.local.stages == [0]  # all but the deepest
+    assert build_method(method_cfg("vicreg", local={"alpha": 1.0}), TINY_MODEL, 2).local is None
+    batch_norm_model = OmegaConf.merge(TINY_MODEL, {"norm": "batch"})
+    with pytest.raises(ConfigError, match=r"method\.sparse_norm"):
+        build_method(method_cfg("mae", mask_block=4, sparse_norm=True), batch_norm_model, 2)
+
+
+def test_local_stages_outside_the_encoder_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"method\.local"):
+        build_method(method_cfg("vicreg", local={"stages": [5]}), TINY_MODEL, 2)

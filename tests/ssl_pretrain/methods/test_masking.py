@@ -80,3 +80,12 @@ def test_denormalise_inverts_normalise() -> None:
     from ssl_pretrain.methods.masking import denormalise_blocks
 
     torch.testing.assert_close(denormalise_blocks(normalise_blocks(x, (4, 2, 2)), x, (4, 2, 2)), x)
+
+
+def test_apply_mask_puts_the_token_in_present_channels_only() -> None:
+    image = torch.ones(2, 3, 2, 2, 2) * torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])[:, :, None, None, None]
+    mask = torch.ones(2, 1, 2, 2, 2)
+    presence = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    filled = apply_mask(image, mask, torch.tensor([5.0, 6.0, 7.0]), presence)
+    expected = torch.tensor([[5.0, 0.0, 7.0], [0.0, 6.0, 0.0]])[:, :, None, None, None].expand_as(image)
+    assert torch.equal(filled, expected)

@@ -64,3 +64,85 @@ def test_bad_arguments_raise() -> None:
         SimCLR(TinyEncoder(), temperature=0.0)
     with pytest.raises(ValueError, match="projection head"):
         SimCLR(TinyEncoder(), num_layers=1)
+
+
+def test_memory_bank_ntxent_matches_lightly_and_the_closed_form() -> None:
+    """With a queue, each anchor's logits are [z_a·z_b, z_a·queue] / τ (MoCo's form), cross-entropy on index 0."""
+    from lightly.loss import NTXentLoss
+
+    torch.manual_seed(0)
+    tau, k, d = 0.5, 6, 8
+    method = SimCLR(TinyEncoder(), hidden_dim=16, output_dim=d, temperature=tau, memory_bank_size=k)
+    bank = torch.nn.functional.normalize(torch.randn(k, d), dim=1)
+    method.loss.memory_bank.bank.copy_(bank)
+    z_a, z_b = torch.randn(3, d, requires_grad=True), torch.randn(3, d)
+    reference = NTXentLoss(temperature=tau, memory_bank_size=(k, d))
+    reference.memory_bank.bank.copy_(bank)
+    ours = method.loss(z_a, z_b)
+    assert ours.item() == pytest.approx(reference(z_a, z_b).item(), rel=1e-6)
+    a, b = torch.nn.functional.normalize(z_a.detach(), dim=1), torch.nn.functional.normalize(z_b, dim=1)
+    logits = torch.cat([(a * b).sum(1, keepdim=True), a @ bank.T], dim=1) / tau
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(3, dtype=torch.long))
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-6)
+    # the queue took the three second-view projections (FIFO from the pointer) because z_a needs a gradient
+    torch.testing.assert_close(method.loss.memory_bank.bank[:3], b)
+    assert int(method.loss.memory_bank.bank_ptr) == 3
+    with torch.no_grad():  # evaluation (validation) leaves the queue alone
+        method.loss(z_a, z_b)
+    assert int(method.loss.memory_bank.bank_ptr) == 3
+
+
+def test_memory_bank_is_saved_and_restored_with_the_state_dict() -> None:
+    torch.manual_seed(0)
+    method = SimCLR(TinyEncoder(), hidden_dim=16, output_dim=8, memory_bank_size=5)
+    method.loss(torch.randn(2, 8, requires_grad=True), torch.randn(2, 8))
+    state = method.state_dict()
+    assert "loss.memory_bank.bank" in state and "loss.memory_bank.bank_ptr" in state
+    torch.manual_seed(1)  # another random queue at construction
+    twin = SimCLR(TinyEncoder(), hidden_dim=16, output_dim=8, memory_bank_size=5)
+    assert not torch.equal(twin.loss.memory_bank.bank, method.loss.memory_bank.bank)
+    twin.load_state_dict(state)
+    assert torch.equal(twin.loss.memory_bank.bank, method.loss.memory_bank.bank)
+    assert int(twin.loss.memory_bank.bank_ptr) == 2
+    z_a, z_b = torch.randn(2, 8), torch.randn(2, 8)
+    assert twin.loss(z_a, z_b).item() == method.loss(z_a, z_b).item()
+    no_bank = SimCLR(TinyEncoder(), hidden_dim=16, output_dim=8)
+    assert not any("memory_bank" in key for key in no_bank.state_dict())
+    assert no_bank.loss.temperature == 0.5  # the small-batch default
+    with pytest.raises(ValueError, match="memory_bank_size"):
+        SimCLR(TinyEncoder(), memory_bank_size=-1)
+
+
+def test_momentum_key_encoder_is_an_ema_updated_only_in_training() -> None:
+    torch.manual_seed(0)
+    method = SimCLR(TinyEncoder(), hidden_dim=16, output_dim=8, memory_bank_size=4, momentum=0.9)
+    assert all(not p.requires_grad for p in method.momentum_encoder.parameters())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(method.encoder.parameters(), method.momentum_encoder.parameters(), strict=True)
+    )
+    with torch.no_grad():
+        for p in method.encoder.parameters():
+            p.add_(1.0)  # the trained encoder moves by 1
+    before = [p.clone() for p in method.momentum_encoder.parameters()]
+    image = torch.randn(2, 2, 8, 8, 8)
+    batch = {IMAGE: image, IMAGE_B: image.flip(2), PRESENCE: torch.ones(2, 2), PRESENCE_B: torch.ones(2, 2)}
+    method.eval()
+    with torch.no_grad():
+        method(batch)  # validation: the key encoder stays
+    assert all(torch.equal(a, b) for a, b in zip(before, method.momentum_encoder.parameters(), strict=True))
+    method.train()
+    out = method(batch)
+    for b, trained, key in zip(before, method.encoder.parameters(), method.momentum_encoder.parameters(), strict=True):
+        torch.testing.assert_close(key, 0.9 * b + 0.1 * trained)  # θ_k ← m θ_k + (1 − m) θ
+    out["loss"].backward()
+    assert all(p.grad is None for p in method.momentum_encoder.parameters())  # keys carry no gradient
+    assert method.encoder.a.weight.grad is not None
+    state = method.state_dict()
+    assert any(k.startswith("momentum_encoder.") for k in state) and any(k.startswith("momentum_head.") for k in state)
+    from ssl_pretrain.training import param_groups
+
+    optimised = {id(p) for g in param_groups(method, {"weight_decay": 0.05}) for p in g["params"]}
+    assert not optimised & {id(p) for p in method.momentum_encoder.parameters()}
+    with pytest.raises(ValueError, match="momentum"):
+        SimCLR(TinyEncoder(), momentum=1.0)

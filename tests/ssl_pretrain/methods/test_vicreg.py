@@ -38,3 +38,30 @@ def test_forward_logs_the_three_terms() -> None:
     assert out["loss"].item() == pytest.approx(recombined.item(), rel=1e-5)
     out["loss"].backward()
     assert method.encoder.a.weight.grad.abs().sum() > 0
+
+
+def test_head_without_batch_norm_is_not_degenerate_on_a_batch_of_two() -> None:
+    """BatchNorm1d over two samples maps every hidden unit to exactly ±1 whatever the input, and makes a
+    sample's embedding depend on the other one; without it (and with LayerNorm) neither happens."""
+    from ssl_pretrain.methods.vicreg import vicreg_head
+
+    torch.manual_seed(0)
+    x0, x1, x2 = torch.randn(3, 1, 12).unbind(0)
+    for norm in ("none", "layer", "batch"):
+        torch.manual_seed(1)
+        head = vicreg_head(12, 16, 8, 3, norm).train()
+        first = head.layers[0](torch.cat([x0, x1]))  # the first linear layer
+        z01, z02 = head(torch.cat([x0, x1])), head(torch.cat([x0, x2]))
+        if norm == "batch":
+            normed = head.layers[1](first)
+            torch.testing.assert_close(normed.abs(), torch.ones_like(normed), atol=0.05, rtol=0)  # ±1 up to eps
+            assert not torch.allclose(z01[0], z02[0])  # x0's embedding depends on its batch partner
+        else:
+            normed = head.layers[1](first) if norm == "layer" else first
+            assert (normed.abs() - 1).abs().max() > 0.3  # values of every size, not ±1
+            torch.testing.assert_close(z01[0], z02[0])  # x0's embedding is its own
+            assert z01.std(dim=0).min() > 0  # the two samples differ in every output unit
+    default = VICReg(TinyEncoder(), hidden_dim=8, output_dim=8)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in default.head.modules())
+    with pytest.raises(ValueError, match="head norm"):
+        vicreg_head(4, 4, 4, 3, "group")

@@ -1,5 +1,8 @@
 """Frozen-encoder features at chosen voxels: what probes and similarity measures consume.
 
+Used by each pretraining run's evidence (:mod:`ssl_pretrain.evidence`) and by :mod:`evaluation` (which
+imports from here: imports flow evaluation -> finetune -> ssl_pretrain).
+
 An encoder is any ``nn.Module`` that maps an image batch ``(1, C, X, Y, Z)`` to a list (or tuple) of
 feature maps ``(1, C_s, X_s, Y_s, Z_s)``, one per scale, each tiling the input evenly (stride
 ``X / X_s`` per axis). A voxel's feature vector is the concatenation over scales of each map

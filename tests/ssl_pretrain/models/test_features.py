@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation.features import (
+from ssl_pretrain.errors import DataError
+from ssl_pretrain.models.features import (
     RegionFeatures,
     encoder_features_at,
     extract_region_features,
     sample_class_balanced,
     sample_voxel_features,
 )
-from ssl_pretrain.errors import DataError
 
 
 def _centre_map(shape, stride):
