@@ -138,6 +138,7 @@ def model_sidecar(
         "labelled_groups": group_counts(chosen, {s.key: s.group for s in dm.train_subjects}),
         "seeds": {"seed": int(cfg.seed), "labels": int(cfg.labels.seed), "split": int(data.split_seed)},
         "val_subjects": [s.key for s in dm.val_subjects],
+        "crossfit": None if dm.crossfit is None else {"folds": dm.crossfit[0], "fold": dm.crossfit[1]},
         "test_subjects": [s.key for s in dm.test_subjects],
         "data_fingerprint": dm.fingerprint,
         "data_root": str(data.get("root")),

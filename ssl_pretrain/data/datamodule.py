@@ -34,7 +34,7 @@ from ssl_pretrain.data.grid import parse_patch_size, parse_spacing
 from ssl_pretrain.data.labels import region_group_indices
 from ssl_pretrain.data.manifest import SubjectRecord
 from ssl_pretrain.data.sampler import DEFAULT_VIEW_OVERLAP, EpochSampler, PatchDataset, check_view_overlap
-from ssl_pretrain.data.split import split_subjects
+from ssl_pretrain.data.split import crossfit_split, split_subjects
 from ssl_pretrain.data.subsets import ModalitySubset, parse_modality_subsets
 from ssl_pretrain.data.validate import check_region_nonempty, dataset_fingerprint, load_records
 from ssl_pretrain.errors import ConfigError, DataError
@@ -60,6 +60,27 @@ def _number(cfg: DictConfig, key: str, default: float, lo: float, hi: float, *, 
 
 def _int(cfg: DictConfig, key: str, default: int, lo: int, hi: float = 1e12) -> int:
     return int(_number(cfg, key, default, lo, hi, integer=True))
+
+
+def crossfit_setting(data_cfg: DictConfig) -> tuple[int, int] | None:
+    """``(folds, fold)`` of ``data.crossfit`` (``None``: the usual train/val/test split).
+
+    With it, the subjects are dealt into ``folds`` group-stratified folds (``data.split_seed``): the run's test
+    subjects are fold ``fold``, its training subjects all others, and it has no validation subject
+    (:func:`~ssl_pretrain.data.split.crossfit_split`).
+
+    Raises:
+        ConfigError: one of the two set without the other, fewer than 2 folds, or a fold out of range.
+    """
+    c = data_cfg.get("crossfit") or {}
+    folds, fold = c.get("folds"), c.get("fold")
+    if folds is None and fold is None:
+        return None
+    if folds is None or fold is None or isinstance(folds, bool) or isinstance(fold, bool):
+        raise ConfigError("data.crossfit", f"set both folds and fold (or neither), got folds={folds!r}, fold={fold!r}")
+    if int(folds) < 2 or not 0 <= int(fold) < int(folds):
+        raise ConfigError("data.crossfit.fold", f"need folds >= 2 and 0 <= fold < folds, got {folds}, {fold}")
+    return int(folds), int(fold)
 
 
 class BrainDataModule(L.LightningDataModule):
@@ -122,6 +143,7 @@ class BrainDataModule(L.LightningDataModule):
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("data.val_fraction", "data.val_fraction + data.test_fraction must be below 1")
         self.split_seed = int(data_cfg.get("split_seed", 0))
+        self.crossfit = crossfit_setting(data_cfg)
         aug_cfg = data_cfg.get("augmentation") or {}
         self.augment = build_augment(aug_cfg, self.patch_size) if data_cfg.get("augment", True) else None
         self.augment_margin = augment_margin(aug_cfg, self.patch_size, self.spacing) if self.augment else (0, 0, 0)
@@ -168,7 +190,10 @@ class BrainDataModule(L.LightningDataModule):
         if self.records is None:
             self.records = load_records(self.data_cfg)
         subjects = preprocess(self.records, self.data_cfg, self.cache_dir)
-        splits = split_subjects(subjects, self.val_fraction, self.test_fraction, self.split_seed)
+        if self.crossfit is None:
+            splits = split_subjects(subjects, self.val_fraction, self.test_fraction, self.split_seed)
+        else:
+            splits = crossfit_split(subjects, *self.crossfit, self.split_seed)
         if self.labelled_only:
             splits = {name: [s for s in subs if self._labelled(s)] for name, subs in splits.items()}
         if self.train_keys is not None:

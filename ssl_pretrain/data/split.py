@@ -103,3 +103,44 @@ def split_subjects(subjects: Sequence[T], val_fraction: float, test_fraction: fl
         out["val"] += members[t : t + v]
         out["train"] += members[t + v :]
     return {name: sorted(out[name], key=lambda s: s.key) for name in SPLITS}
+
+
+def crossfit_folds(subjects: Sequence[T], folds: int, seed: int) -> list[list[T]]:
+    """``folds`` disjoint folds of every subject, stratified by group (for cross-fitted predictions).
+
+    Each group's subjects, shuffled by ``seed``, are dealt round-robin into the folds, the deal continuing
+    across groups so fold sizes differ by at most one. Like :func:`split_subjects`, the result depends only
+    on the keys, groups and seed.
+
+    Raises:
+        ValueError: fewer than 2 folds, more folds than subjects, or repeated keys.
+    """
+    items = sorted(subjects, key=lambda s: s.key)
+    keys = [s.key for s in items]
+    if len(set(keys)) != len(keys):
+        raise ValueError("subjects with repeated keys: " + ", ".join(sorted({k for k in keys if keys.count(k) > 1})))
+    if not 2 <= folds <= len(items):
+        raise ValueError(f"need 2 <= folds <= {len(items)} subjects, got {folds}")
+    out: list[list[T]] = [[] for _ in range(folds)]
+    turn = 0
+    for group in sorted({s.group or "" for s in items}):
+        members = [s for s in items if (s.group or "") == group]
+        order = np.random.default_rng([seed, zlib.crc32(group.encode()), 11]).permutation(len(members))
+        for i in order:
+            out[turn % folds].append(members[i])
+            turn += 1
+    return [sorted(f, key=lambda s: s.key) for f in out]
+
+
+def crossfit_split(subjects: Sequence[T], folds: int, fold: int, seed: int) -> dict[str, list[T]]:
+    """The split of one cross-fitting fold: ``test`` = fold ``fold`` of :func:`crossfit_folds`, ``train`` = the
+    others, ``val`` empty (a cross-fitted model selects on nothing).
+
+    Raises:
+        ValueError: ``fold`` outside ``[0, folds)`` (and the errors of :func:`crossfit_folds`).
+    """
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must lie in [0, {folds}), got {fold}")
+    parts = crossfit_folds(subjects, folds, seed)
+    train = sorted((s for i, p in enumerate(parts) if i != fold for s in p), key=lambda s: s.key)
+    return {"train": train, "val": [], "test": parts[fold]}

@@ -73,3 +73,23 @@ def test_bad_fractions(val: float, test: float) -> None:
 def test_repeated_keys() -> None:
     with pytest.raises(ValueError, match="sub-01"):
         split_subjects([Item("sub-01", "HC"), Item("sub-01", "ALS")], 0.2, 0.2, seed=0)
+
+
+def test_crossfit_folds_cover_everyone_once_stratified_and_seeded():
+    from ssl_pretrain.data.split import crossfit_folds, crossfit_split
+
+    subjects = cohort(7, 6)
+    folds = crossfit_folds(subjects, 3, seed=0)
+    keys = [s.key for f in folds for s in f]
+    assert sorted(keys) == sorted(s.key for s in subjects) and len(set(keys)) == len(keys)
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    for f in folds:
+        assert {s.group for s in f} == {"HC", "ALS"}
+    assert crossfit_folds(list(reversed(subjects)), 3, seed=0) == folds  # order does not matter
+    split = crossfit_split(subjects, 3, 1, seed=0)
+    assert split["test"] == folds[1] and split["val"] == []
+    assert not {s.key for s in split["train"]} & {s.key for s in split["test"]}
+    with pytest.raises(ValueError):
+        crossfit_split(subjects, 3, 3, seed=0)
+    with pytest.raises(ValueError):
+        crossfit_folds(subjects, 1, seed=0)
