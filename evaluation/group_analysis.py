@@ -13,12 +13,16 @@ volume in mm³ from ``bssl predict``), plus optional covariates (``age``, ``sex`
   covariates dummy-coded, rows with a missing covariate dropped); ``diff_pct_adjusted`` is
   100 · β_patient / mean of controls, with the t-interval of β scaled the same way (the control mean is
   treated as fixed), and ``p_adjusted`` is the t-test of β;
-* ``true_diff_pct`` (and ``truth_in_ci``) when the true effect is known, as for the simulated demo cohort.
+* one pre-specified **primary** analysis (``primary="adjusted"`` when there are covariates, else ``raw``):
+  ``p_primary`` is its p, ``p_holm`` the Holm correction across the table's measures of *that* analysis; the
+  other analysis is secondary (``p_holm_secondary``), shown, not tested for the answer.
+
+Whether a measure is right subject by subject is :mod:`evaluation.agreement`'s question, not this module's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +99,11 @@ def compare_groups(
     group_col: str = "group",
     control: str = "HC",
     patient: str | None = None,
-    truth: Mapping[str, float] | None = None,
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
     source: str | Path = "group table",
+    primary: str = "adjusted",
 ) -> list[dict[str, Any]]:
     """Compare patients with controls on every measure column of ``table``.
 
@@ -111,11 +115,11 @@ def compare_groups(
         group_col: the column holding each subject's group.
         control: the control group's label.
         patient: the patient group's label (default: the only other group in the table).
-        truth: measure -> true patient-vs-control difference in % (simulated cohorts).
         n_boot: bootstrap resamples for the ``diff_pct`` CI.
         level: CI coverage.
         seed: bootstrap seed.
         source: the table's file, named in errors.
+        primary: ``adjusted`` or ``raw``: the analysis Holm-corrected as primary (``raw`` without covariates).
 
     Returns:
         One dict per measure (see module docstring for the keys).
@@ -183,11 +187,14 @@ def compare_groups(
                 ci95_adjusted=[lo * scale, hi * scale],
                 p_adjusted=p,
             )
-        true = None if truth is None else truth.get(measure)
-        row["true_diff_pct"] = None if true is None else float(true)
-        if true is not None:
-            row["truth_in_ci"] = bool(row["ci95"][0] <= true <= row["ci95"][1])
         out.append(row)
-    for row, adjusted in zip(out, holm([r["p"] for r in out]), strict=True):
-        row["p_holm"] = float(adjusted)
+    if primary not in ("adjusted", "raw"):
+        raise ValueError(f"primary must be adjusted or raw, got {primary!r}")
+    chosen = primary if covariates else "raw"
+    key, other = ("p_adjusted", "p") if chosen == "adjusted" else ("p", "p_adjusted")
+    for row, adjusted in zip(out, holm([r.get(key, float("nan")) for r in out]), strict=True):
+        row.update(primary=chosen, p_primary=row.get(key), p_holm=float(adjusted))
+    if covariates:
+        for row, adjusted in zip(out, holm([r.get(other, float("nan")) for r in out]), strict=True):
+            row["p_holm_secondary"] = float(adjusted)
     return out

@@ -23,8 +23,9 @@ from typing import Any
 from evaluation.captions import caption, flatten, run_summary
 from evaluation.learning_curves import best_init_per_k
 from evaluation.report_design import convergence_section, design_section
+from evaluation.report_groups import group_section
 from evaluation.report_html import ci, details, duration, e, missing, num, pval, section, table
-from evaluation.report_sections import compute_section, group_section, similarity_section, transfer_section
+from evaluation.report_sections import compute_section, similarity_section, transfer_section
 from evaluation.results_file import RESULTS_FILE, to_jsonable, write_results
 from ssl_pretrain.atomic import write_text_atomic
 
@@ -178,6 +179,28 @@ def _comparisons(results: Mapping[str, Any]) -> str:
     return section("comparisons", "Paired comparisons", body + details(f"{len(rows)} comparisons", table(header, rows)))
 
 
+def _classes(seg: Mapping[str, Any], baselines: Mapping[str, Any], region: str) -> list[str]:
+    return list(dict.fromkeys([*(seg.get(region) or {}), *(c for b in baselines.values() for c in b.get(region, {}))]))
+
+
+REGION_ANCHORS = (
+    "Dedicated deep brainstem tools reach whole-brainstem Dice 0.95–0.97 and 0.95–0.98 for midbrain, pons and "
+    "medulla (MD-GRU 2019: brainstem 0.97, midbrain 0.95, pons 0.98, medulla 0.95; MARS-brainstem 2025: ≥ 0.95)."
+)
+
+
+def _regions(results: Mapping[str, Any]) -> str:
+    """Region-head Dice (the model's outline of the brainstem, its parts and the nuclei) beside the anchors."""
+    found = results.get("region_segmentation") or {}
+    if not found:
+        return ""
+    rows = [[e(stage), e(name), num(v.get("dice")) + ci(v.get("ci95")), num(v.get("n_subjects"))]
+            for stage, per in found.items() for name, v in per.items()]  # fmt: skip
+    body = "<h3>Regions from images (the model's region head)</h3><p>Dice of the predicted regions against the "
+    body += f"reference region labels over test subjects, inside the box each stage predicts. {e(REGION_ANCHORS)}</p>"
+    return body + table(["stage", "region", "Dice [95% CI]", "test subjects"], rows)
+
+
 def _segmentation(results: Mapping[str, Any]) -> str:
     seg = results.get("segmentation") or {}
     baselines = {m: v for m, v in (results.get("baselines") or {}).items() if v}
@@ -185,16 +208,17 @@ def _segmentation(results: Mapping[str, Any]) -> str:
     if not seg and not baselines:
         return section("segmentation", title, missing("segmentation"))
     regions = list(dict.fromkeys([*seg, *(r for b in baselines.values() for r in b)]))
+    t1w = results.get("t1w_only") or {}
     rows = []
     for region in regions:
-        classes = dict.fromkeys([*(seg.get(region) or {}), *(c for b in baselines.values() for c in b.get(region, {}))])
-        for cls in classes:
+        for cls in _classes(seg, baselines, region):
             cells = [e(region), e(cls)]
-            for source in (seg, *baselines.values()):
+            for source in (seg, *([t1w] if t1w else []), *baselines.values()):
                 entry = (source.get(region) or {}).get(cls) or {}
                 cells.append(num(entry.get("dice")) + ci(entry.get("ci95")) if entry else "–")
             rows.append(cells)
-    header = ["region", "class", "deep model Dice [95% CI]", *(f"{e(m)} (classical) Dice" for m in baselines)]
+    header = ["region", "class", "deep model Dice [95% CI]"] + (["deep model, T1w only [95% CI]"] if t1w else [])
+    header += [f"{e(m)} (classical) Dice" for m in baselines]
     body = "<p>Dice overlap with the reference labels inside each region (1 = perfect), over test subjects, for the "
     body += "models trained with every labelled subject (k = all), pooled over their initialisations and seeds (each "
     body += "initialisation's own Dice at k = all is in Label efficiency), beside classical tissue classifiers that "
@@ -205,7 +229,7 @@ def _segmentation(results: Mapping[str, Any]) -> str:
         body += f". GMM and HMRF ran after {e(setup.get('bias_correction') or 'no')} bias-field correction"
         if setup.get("hmrf_beta") is not None:
             body += f"; HMRF's β = {num(setup['hmrf_beta'], 2)} was chosen on {e(setup.get('tuned_on') or 'a default')}"
-    return section("segmentation", title, body + ".</p>" + table(header, rows))
+    return section("segmentation", title, body + ".</p>" + table(header, rows) + _regions(results))
 
 
 # Settings of the evaluation itself shown in "What was run" (the full config is in results.json).

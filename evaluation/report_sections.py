@@ -1,4 +1,4 @@
-"""Sections of ``report.html`` beyond the label-efficiency answer: compute, region transfer, similarity, groups."""
+"""Sections of ``report.html`` beyond the label-efficiency answer: compute, region transfer, similarity."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 from evaluation.report_html import ci, details, duration, e, missing, num, pval, section, table
 
 STAGES = ("pretrain", "subcortical", "brainstem")
-TISSUE_SUFFIXES = ("_GM", "_WM", "_CSF")
 
 
 def compute_section(results: Mapping[str, Any]) -> str:
@@ -103,65 +102,3 @@ def similarity_section(results: Mapping[str, Any], figs: str) -> str:
     if not tables:
         return section("similarity", "Representation similarity", missing("similarity") + figs)
     return section("similarity", "Representation similarity", figs + details("Numbers [95% CI]", tables))
-
-
-def _kind(measure: str) -> str:
-    if measure.endswith(TISSUE_SUFFIXES):
-        return "model (tissue in its ROI)"
-    return "region labels" if measure.endswith("_volume") else "–"
-
-
-def _group_rows(rows_in: list[Mapping[str, Any]], adjusted: bool) -> list[list[str]]:
-    """Table rows: the estimates (raw, adjusted, true) first, then effect size and every p."""
-    rows = []
-    for g in rows_in:
-        has = adjusted and "p_adjusted" in g
-        row = [
-            e(g["measure"]),
-            e(_kind(str(g["measure"]))),
-            f"{num(g.get('n_control'))} / {num(g.get('n_patient'))}",
-            f"{num(g.get('mean_control'), 0)} / {num(g.get('mean_patient'), 0)}",
-            num(g.get("diff_pct"), 1) + ci(g.get("ci95"), 1),
-            *([num(g.get("diff_pct_adjusted"), 1) + ci(g.get("ci95_adjusted"), 1) if has else "–"] if adjusted else []),
-            num(g.get("true_diff_pct"), 1),
-            pval(g.get("p")),
-            *([pval(g.get("p_adjusted")) if has else "–"] if adjusted else []),
-            num(g.get("cohens_d"), 2) + ci(g.get("cohens_d_ci95"), 2),
-            pval(g.get("p_holm")),
-            pval(g.get("p_mannwhitney")),
-        ]
-        rows.append(row)
-    return rows
-
-
-def group_section(results: Mapping[str, Any], figs: str) -> str:
-    """Patients versus controls on the predicted volumes, with what each measure can be trusted for."""
-    rows_in = results.get("group_analysis") or []
-    excluded = results.get("group_excluded") or []
-    if not rows_in and not excluded:
-        return section("group", "Patients versus controls", missing("group analysis") + figs)
-    first = rows_in[0] if rows_in else {}
-    control, patient = first.get("control", "controls"), first.get("patient", "patients")
-    adjusted = any("p_adjusted" in g for g in rows_in)
-    header = ["measure", "from", f"n {e(control)} / {e(patient)}", f"mean {e(control)} / {e(patient)} (mm³)"]
-    covariates = ", ".join(str(c) for c in first.get("covariates") or [])
-    header += ["difference % [95% CI]"] + ([f"adjusted for {e(covariates)}: difference % [95% CI]"] if adjusted else [])
-    header += ["true difference %", "p (Welch)"] + (["p (adjusted)"] if adjusted else [])
-    header += ["Cohen's d [95% CI]", "p (Holm, Welch)", "p (Mann–Whitney)"]
-    body = f"<p>{e(patient)} relative to {e(control)} (negative = smaller in {e(patient)}), on the volumes "
-    body += "<code>bssl predict</code> measured for every subject. 'True difference' is the effect the simulation "
-    body += "put in (its partial-volume truth table), where known.</p>"
-    body += '<p class="note">Region volumes (<code>*_volume</code>) count the voxels of each subject\'s region '
-    body += "labels and are valid for every region. GM/WM volumes are the model's predictions and are reported "
-    body += "only inside the region the model was trained in (<code>in_model_roi</code> in volumes.tsv): elsewhere "
-    body += "the model never saw a tissue label, so its GM/WM there are extrapolations, not estimates.</p>"
-    if adjusted:
-        body += '<p class="note">Adjusted: least squares <i>measure ~ group + covariates</i>; '
-        body += "<code>head_size</code> (the whole-brain volume without the brainstem, from the region labels) "
-        body += "stands in for head size, as intracranial volume does in volumetric studies.</p>"
-    if rows_in:
-        body += table(header, _group_rows(rows_in, adjusted))
-    if excluded:
-        items = "".join(f"<li><b>{e(x['measure'])}</b>: {e(x['reason'])}</li>" for x in excluded)
-        body += f"<p>Not compared:</p><ul>{items}</ul>"
-    return section("group", "Patients versus controls", body + figs)

@@ -239,3 +239,19 @@ def finetune_rows(run: Run) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def column_rows(run: Run, prefix: str) -> list[dict[str, Any]]:
+    """Per-test-subject rows of every ``metrics.csv`` column starting with ``prefix`` (e.g. ``dice_region_``,
+    ``t1w_only_dice_``): ``{init, k, seed, subject, region, class, dice}`` with ``class`` the column's remainder.
+    Empty when the run wrote no such column."""
+    table = run.path / "metrics.csv"
+    if not table.is_file():
+        return []
+    frame = pd.read_csv(table)
+    columns = [c for c in frame.columns if c.startswith(prefix)]
+    return [
+        {"init": run.label, "k": run.k, "seed": run.seed, "subject": str(r["subject"]), "region": run.stage,
+         "class": c[len(prefix):], "dice": float(r[c])}
+        for _, r in frame.iterrows() for c in columns
+    ]  # fmt: skip

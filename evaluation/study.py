@@ -7,7 +7,8 @@ Data flow (each arrow is one or more stages of :mod:`evaluation.stages`, reused 
       → source stages (e.g. finetune stage=subcortical): one per chain of stages a hypothesis trains first
       → the target stage (study.target, e.g. brainstem):
           k = 0 for every arm with a segmentation head (zero-shot), then every hypothesis × k × seed
-      → predict: every subject, with the k=all target model of study.predict_with
+      → cross-fitted predict: K folds; each fold's subjects are predicted by the study.predict_with arm's chain
+        retrained on the other folds only (study.crossfit_folds), so no subject is predicted by a model that saw it
       → evaluate: design, convergence, learning curves, paired tests, transfer, baselines, group analysis
       → <study run dir>/study.json + report.html (a copy of the evaluation's report)
 
@@ -35,6 +36,7 @@ from evaluation.stages import Stage, compose_stage, run_stage
 from evaluation.study_design import check_arms
 from finetune.selection import parse_k
 from ssl_pretrain.config import CONFIG_DIR
+from ssl_pretrain.data.split import crossfit_folds
 from ssl_pretrain.data.validate import dataset_fingerprint, load_records
 from ssl_pretrain.errors import ConfigError, DataError
 from ssl_pretrain.run_dir import run_context, write_json_atomic
@@ -238,34 +240,76 @@ class Study:
                         runs.append(self._run(stage))
         return runs
 
-    def predictor(self, targets: Sequence[Stage]) -> Stage:
-        """The target model that segments every subject: ``study.predict_with`` at the largest k, first seed.
+    def prediction_arm(self) -> Hypothesis:
+        """The arm whose models segment every subject for the group analysis (``study.predict_with``).
 
         ``auto`` is a choice made before any result exists (no label chooses it): the first hypothesis, in the
         study's order, that trains a source stage (else the first hypothesis).
+
+        Raises:
+            ConfigError: ``study.predict_with`` names no hypothesis of the study.
         """
-        k = "all" if "all" in self.ks else max(self.ks, key=int)
-        candidates = {
-            s.info["hypothesis"]: s
-            for s in targets
-            if s.info["k"] == k
-            and s.info["seed"] == self.seeds[0]
-            and s.info["pretrain_seed"] in (None, self.pretrain_seeds[0])
-        }
         choice = str(self.cfg.study.predict_with)
         if choice == "auto":
             choice = next((h.name for h in self.hypotheses if h.has_head), self.hypotheses[0].name)
-        if choice not in candidates:
-            raise ConfigError(
-                "study.predict_with", f"{choice!r} is not a hypothesis of this study ({list(candidates)})"
-            )
-        log.info("study: predicting with %s (study.predict_with=%s, k=%s)", candidates[choice].name, choice, k)
-        return candidates[choice]
+        arm = next((h for h in self.hypotheses if h.name == choice), None)
+        if arm is None:
+            names = [h.name for h in self.hypotheses]
+            raise ConfigError("study.predict_with", f"{choice!r} is not a hypothesis of this study ({names})")
+        return arm
 
-    def predict(self, model: Stage) -> Stage:
-        values, info = {"predict.model": str(model.path)}, {"model": model.name}
+    def crossfit(self, records: Sequence[Any], encoders: Mapping[tuple[str, int], Stage]) -> list[Stage]:
+        """Cross-fitted predictions of every subject (DESIGN §10 rule 6): ``study.crossfit_folds`` group-stratified
+        folds; for fold j the prediction arm's whole supervised chain (its source stages and the target at
+        k = all, first seed) is trained on the other folds' labelled subjects only, without validation, and
+        predicts fold j. Pretraining (unlabelled images) is shared. Returns the predict stages.
+        """
+        arm, folds = self.prediction_arm(), int(self.cfg.study.crossfit_folds)
+        parts = crossfit_folds(records, folds, int(self.cfg.data.split_seed))
+        pseed = self.pretrain_seeds[0] if arm.pretrain else None
+        stages = []
+        for j, members in enumerate(parts):
+            fold = [f"data.crossfit.folds={folds}", f"data.crossfit.fold={j}"]
+            previous = encoders.get((arm.pretrain, pseed)) if arm.pretrain and pseed is not None else None
+            for i, stage_name in enumerate(arm.sources):
+                label = source_label(arm.pretrain, arm.sources[: i + 1])
+                overrides = [f"stage={stage_name}", "labels.k=all", *self._overrides("source", stage_name), *fold]
+                values = {"init": str(previous.path) if previous else "scratch", "init_label": label}
+                after = [previous] if previous else []
+                name = f"crossfit{j}-{label.replace('+', '-')}"
+                info = {"crossfit_fold": j, "source": label}
+                previous = self._run(
+                    compose_stage(name, "finetune", overrides, self.cfg, self.fingerprint, values, info, after)
+                )
+            overrides = [*self._target_overrides(arm, "all", self.seeds[0]), *fold]
+            values = {"init": str(previous.path) if previous else "scratch", "init_label": arm.name}
+            info = {"crossfit_fold": j, "hypothesis": arm.name}
+            after = [previous] if previous else []
+            model = self._run(
+                compose_stage(f"crossfit{j}-{self.target}-{arm.name}", "finetune", overrides, self.cfg,
+                              self.fingerprint, values, info, after)
+            )  # fmt: skip
+            stages.append(self.predict(model, f"predict-fold{j}", [m.key for m in members]))
+        return stages
+
+    def predictor(self, targets: Sequence[Stage]) -> Stage:
+        """Without cross-fitting (``study.crossfit_folds: null``): the prediction arm's k=all target model of the
+        first seed, which trained on some of the subjects it then predicts (the group analysis says so)."""
+        k = "all" if "all" in self.ks else max(self.ks, key=int)
+        arm = self.prediction_arm()
+        for s in targets:
+            first = s.info["pretrain_seed"] in (None, self.pretrain_seeds[0])
+            if s.info["hypothesis"] == arm.name and s.info["k"] == k and s.info["seed"] == self.seeds[0] and first:
+                return s
+        raise ConfigError("study.predict_with", f"{arm.name!r} has no k={k} run in this study")
+
+    def predict(self, model: Stage, name: str = "predict", subjects: Sequence[str] | None = None) -> Stage:
+        values: dict[str, Any] = {"predict.model": str(model.path)}
+        if subjects is not None:
+            values["predict.subjects"] = list(subjects)
+        info = {"model": model.name}
         overrides = self._overrides("predict", "predict")
-        stage = compose_stage("predict", "predict", overrides, self.cfg, self.fingerprint, values, info, [model])
+        stage = compose_stage(name, "predict", overrides, self.cfg, self.fingerprint, values, info, [model])
         return self._run(stage)
 
     def evaluate(self) -> Stage:
@@ -290,7 +334,8 @@ def run(cfg: DictConfig) -> Path:
     """Run the study of ``cfg`` (see the module docstring); returns its run directory (with ``report.html``)."""
     with run_context(cfg, "study") as out:
         demo = _simulate_demo(cfg) if needs_demo(cfg) else None
-        fingerprint = dataset_fingerprint(load_records(cfg.data))
+        records = load_records(cfg.data)
+        fingerprint = dataset_fingerprint(records)
         study = Study(cfg, fingerprint)
         study.check_design()
         log.info(
@@ -301,7 +346,10 @@ def run(cfg: DictConfig) -> Path:
         encoders = study.pretrain()
         sources = study.sources(encoders)
         targets = study.targets(encoders, sources)
-        study.predict(study.predictor(targets))
+        if cfg.study.get("crossfit_folds"):
+            study.crossfit(records, encoders)
+        else:
+            study.predict(study.predictor(targets))
         evaluation = study.evaluate()
         report = out / "report.html"
         shutil.copyfile(evaluation.path / "report.html", report)

@@ -32,11 +32,10 @@ def _cohort(seed=0, n_hc=27, n_als=26, effect_pct=-8.0, age_slope=0.0):
 
 def test_recovers_known_difference():
     table = _cohort()
-    rows = {r["measure"]: r for r in compare_groups(table, truth={"brainstem_volume": -8.0})}
+    rows = {r["measure"]: r for r in compare_groups(table)}
     stem = rows["brainstem_volume"]
     lo, hi = stem["ci95"]
     assert lo < -8.0 < hi and hi - lo < 6.0
-    assert stem["truth_in_ci"] and stem["true_diff_pct"] == -8.0
     hc = table.loc[table.group == "HC", "brainstem_volume"]
     als = table.loc[table.group == "ALS", "brainstem_volume"]
     assert stem["diff_pct"] == pytest.approx(100 * (als.mean() / hc.mean() - 1))
@@ -46,19 +45,23 @@ def test_recovers_known_difference():
     assert stem["cohens_d_ci95"][0] < true_d < stem["cohens_d_ci95"][1] and stem["cohens_d"] < -1.2
     assert stem["n_control"] == 27 and stem["n_patient"] == 26 and stem["patient"] == "ALS"
     null = rows["null_measure"]
-    assert null["p"] > 0.05 and null["ci95"][0] < 0 < null["ci95"][1] and null["true_diff_pct"] is None
+    assert null["p"] > 0.05 and null["ci95"][0] < 0 < null["ci95"][1]
+    assert stem["primary"] == "raw" and stem["p_primary"] == stem["p"]  # no covariates: raw is the only analysis
     assert set(rows) == {"brainstem_volume", "null_measure"}  # age and sex are metadata, not measures
 
 
 def test_adjusting_for_a_confounder():
     """Volume falls with age and patients are older: the raw difference overstates the effect, OLS recovers it."""
     table = _cohort(seed=1, age_slope=-60.0)
-    (row,) = compare_groups(table, measures=["brainstem_volume"], covariates=["age", "sex"], truth={})
+    (row,) = compare_groups(table, measures=["brainstem_volume"], covariates=["age", "sex"])
     assert row["ci95"][1] < -8.0  # raw: biased beyond the truth
     lo, hi = row["ci95_adjusted"]
     assert lo < -8.0 < hi and row["p_adjusted"] < 1e-3
     assert row["n_adjusted"] == 53 and row["covariates"] == ["age", "sex"]
-    assert row["true_diff_pct"] is None and "truth_in_ci" not in row
+    assert row["primary"] == "adjusted" and row["p_holm"] == row["p_adjusted"] and row["p_holm_secondary"] == row["p"]
+    (raw,) = compare_groups(table, measures=["brainstem_volume"], covariates=["age", "sex"], primary="raw")
+    assert raw["p_holm"] == raw["p"] and raw["p_holm_secondary"] == raw["p_adjusted"]
+    assert "truth_in_ci" not in row  # agreement with the truth is evaluation.agreement's, per subject
 
 
 def test_ols_without_covariates_is_the_pooled_t_test():

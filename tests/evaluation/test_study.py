@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf, open_dict
 
@@ -172,6 +173,12 @@ def test_smoke_study_runs_every_stage_reuses_and_resumes(tmp_path, demo_cohort):
     assert heads == {"subcortical", "ssl_mae_subcortical"}  # zero-shot for the arms with a segmentation head
     assert len(brainstem) == 2 * len(EXPERIMENTS) + len(heads)
     assert {s["command"] for s in stages} == {"pretrain", "finetune", "predict", "evaluate"}
+    predicted = [s for s in stages if s["command"] == "predict"]
+    assert [s["name"] for s in predicted] == ["predict-fold0", "predict-fold1"]  # cross-fitted, 2 folds by default
+    volumes = pd.concat([pd.read_csv(Path(s["path"]) / "volumes.tsv", sep="\t") for s in predicted])
+    assert not volumes["model_saw_subject"].astype(bool).any()  # no subject measured by a model that saw it
+    per_subject = volumes.groupby("participant_id")["crossfit_fold"].nunique()
+    assert (per_subject == 1).all() and len(per_subject) == 4  # every subject of the cohort, by one fold's model
     results = json.loads(Path(summary["results"]).read_text())
     assert {"segmentation", "learning_curves", "transfer_matrix", "group_analysis", "baselines"} <= set(results)
     report = (out / "report.html").read_text()

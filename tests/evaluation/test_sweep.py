@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from evaluation.study import needs_demo
 from evaluation.sweep import swept_settings, write_sweep
@@ -66,7 +66,7 @@ def test_a_study_managed_cohort_of_other_settings_is_refused(tmp_path, monkeypat
     root = tmp_path / "data" / "demo-c0.5"
     (root / "derivatives" / "simulation").mkdir(parents=True)
     cfg = compose_config("study", ["data.root=data/demo-c0.5", "demo.brainstem_contrast=0.5"])
-    settings = {k: v for k, v in cfg.demo.items()}
+    settings = OmegaConf.to_container(cfg.demo, resolve=True)
     (root / "derivatives" / "simulation" / "effects.json").write_text(
         json.dumps({"settings": {**settings, "brainstem_contrast": 1.0}})
     )

@@ -1,0 +1,107 @@
+"""The report's patients-versus-controls section: model measures only, cross-fitted, checked against the truth."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from evaluation.report_html import ci, details, e, missing, num, pval, section, table
+
+
+def _main_rows(rows: list[Mapping[str, Any]], primary: str) -> list[list[str]]:
+    out = []
+    for g in rows:
+        adjusted = "diff_pct_adjusted" in g
+        first = (num(g.get("diff_pct_adjusted"), 1) + ci(g.get("ci95_adjusted"), 1)) if adjusted else "–"
+        raw = num(g.get("diff_pct"), 1) + ci(g.get("ci95"), 1)
+        lead, second = (first, raw) if primary == "adjusted" else (raw, first)
+        p_second = g.get("p") if primary == "adjusted" else g.get("p_adjusted")
+        out.append([
+            e(g["measure"]), f"{num(g.get('n_control'))} / {num(g.get('n_patient'))}",
+            f"{num(g.get('mean_control'), 0)} / {num(g.get('mean_patient'), 0)}",
+            f"<b>{lead}</b>", pval(g.get("p_primary")), f"<b>{pval(g.get('p_holm'))}</b>",
+            num(g.get("cohens_d"), 2) + ci(g.get("cohens_d_ci95"), 2), second, pval(p_second),
+            num(g.get("true_diff_pct"), 1),
+        ])  # fmt: skip
+    return out
+
+
+def _check_rows(rows: list[Mapping[str, Any]]) -> list[list[str]]:
+    out = []
+    for g in rows:
+        if "recovery" not in g:
+            continue
+        agreement = g.get("agreement") or {}
+        bias = " · ".join(
+            f"{e(group)} {num(a.get('bias_pct'), 1)}{ci(a.get('loa_pct'), 1)}" for group, a in agreement.items()
+        )
+        rec, floor = g.get("recovery") or {}, g.get("trivial_predictor") or {}
+        trivial = "–"
+        if floor:
+            error = num(floor.get("error_pct"), 1) + ci(floor.get("ci95"), 1)
+            trivial = f"{num(floor.get('measured_diff_pct'), 1)} (error {error})"
+        out.append([
+            e(g["measure"]), bias or "–", num(g.get("ccc"), 3),
+            num(rec.get("measured_diff_pct"), 1), num(rec.get("true_diff_pct"), 1),
+            num(rec.get("error_pct"), 1) + ci(rec.get("ci95"), 1),
+            trivial,
+        ])  # fmt: skip
+    return out
+
+
+def group_section(results: Mapping[str, Any], figs: str) -> str:
+    """Patients versus controls on the model's volumes, with the checks that could have failed."""
+    rows = results.get("group_analysis") or []
+    excluded = results.get("group_excluded") or []
+    if not rows and not excluded:
+        return section("group", "Patients versus controls", missing("group analysis") + figs)
+    first = rows[0] if rows else {}
+    control, patient = first.get("control", "controls"), first.get("patient", "patients")
+    primary = first.get("primary") or results.get("group_primary") or "raw"
+    covariates = ", ".join(str(c) for c in first.get("covariates") or []) or "nothing"
+    folds = first.get("crossfit_folds")
+    body = f"<p>{e(patient)} relative to {e(control)} (negative = smaller in {e(patient)}), on volumes the models "
+    body += "measured from the images: each region inside the model's own outline (its region head), GM/WM "
+    body += "inside it where the model learned tissue. "
+    if folds:
+        body += (
+            f"Cross-fitted: {e(folds)} folds, each subject predicted by a model that never trained or selected on it. "
+        )
+    else:
+        body += "<b>Not cross-fitted</b>: the model trained on some of the subjects it measures. "
+    body += f"The pre-specified primary analysis is <b>{e(primary)}</b>"
+    body += f" (adjusted for {e(covariates)} by least squares)" if primary == "adjusted" else ""
+    body += "; its p values are Holm-corrected across the measures, the other analysis is secondary.</p>"
+    body += '<p class="note"><code>head_size</code> is the subject\'s brain-mask volume (tissue &gt; 0 of its '
+    body += "reference labels, else an intensity threshold): it stands in for intracranial volume and does not come "
+    body += "from the brainstem model.</p>"
+    left = results.get("group_left_out") or []
+    if left:
+        body += f'<p class="note">{len(left)} subject(s) left out: every model that predicted them had seen them.</p>'
+    header = ["measure", f"n {e(control)} / {e(patient)}", f"mean {e(control)} / {e(patient)} (mm³)"]
+    header += [f"primary ({e(primary)}): difference % [95% CI]", "p", "p (Holm)", "Cohen's d [95% CI]"]
+    header += ["secondary: difference % [95% CI]", "p", "true difference % (simulation)"]
+    if rows:
+        body += table(header, _main_rows(rows, primary))
+    checks = _check_rows(rows)
+    if checks:
+        body += "<h3>Can these measures be trusted? (simulation truth, same subjects)</h3>"
+        body += "<p>Per subject: bias of the measured volume in % of the true one, with 95 % limits of agreement "
+        body += "(Bland–Altman), per group, and Lin's concordance. The effect: measured minus true difference, with "
+        body += "a joint bootstrap CI. The trivial floor calls a constant share of each predicted outline GM (or WM): "
+        body += "a tissue measure that does not beat it has not separated the tissues.</p>"
+        header = ["measure", "bias % [LoA] per group", "Lin's CCC", "measured difference %", "true difference %"]
+        header += ["error % [95% CI]", "trivial floor: difference % (error [95% CI])"]
+        body += table(header, checks)
+    reference = results.get("group_reference_labels") or []
+    if reference:
+        ref_rows = [[e(g["measure"]), num(g.get("diff_pct"), 1) + ci(g.get("ci95"), 1), pval(g.get("p"))]
+                    for g in reference]  # fmt: skip
+        body += details(
+            "Reference labels (no model): volumes inside each subject's own region labels",
+            table(["measure", "difference % [95% CI]", "p"], ref_rows),
+        )
+    if excluded:
+        items = "".join(f"<li><b>{e(x['measure'])}</b>: {e(x['reason'])}</li>" for x in excluded)
+        body += f"<p>Not compared:</p><ul>{items}</ul>"
+    return section("group", "Patients versus controls", body + figs)
