@@ -28,6 +28,7 @@ from evaluation.groups import TRUTH_FILE, analyse_groups
 from evaluation.learning_curves import best_init_per_k, comparisons, learning_curves, segmentation_summary
 from evaluation.recorded_split import split_of
 from evaluation.report import build_report
+from evaluation.report_pretraining import collect_evidence
 from evaluation.runs import Run, collect_runs, column_rows, finetune_rows
 from evaluation.transfer import measure_transfer
 from ssl_pretrain.config import to_flat_dict
@@ -101,6 +102,7 @@ def run(cfg: DictConfig) -> Path:
             comps = comparisons(on_target, n_boot=n_boot, seed=seed, holm_family=family)
             results.update(learning_curves=curves, comparisons=comps, best_per_k=best_init_per_k(curves, comps))
         results["design"] = design_summary(runs, target)
+        results["pretraining_evidence"] = collect_evidence(runs)
         results["convergence"] = convergence_rows(runs, target)
         results["training_curves"] = training_curves(runs, target)
         figures: dict[str, bytes] = {}

@@ -25,6 +25,7 @@ from evaluation.learning_curves import best_init_per_k
 from evaluation.report_design import convergence_section, design_section
 from evaluation.report_groups import group_section
 from evaluation.report_html import ci, details, duration, e, missing, num, pval, section, table
+from evaluation.report_pretraining import pretraining_section
 from evaluation.report_sections import compute_section, similarity_section, transfer_section
 from evaluation.results_file import RESULTS_FILE, to_jsonable, write_results
 from ssl_pretrain.atomic import write_text_atomic
@@ -279,6 +280,7 @@ ORDER = [
     ("learning-curves", "Label efficiency"),
     ("comparisons", "Paired comparisons"),
     ("compute", "Compute"),
+    ("pretraining", "Pretraining"),
     ("segmentation", "Segmentation accuracy"),
     ("transfer", "Transfer between regions"),
     ("similarity", "Representation similarity"),
@@ -331,6 +333,7 @@ def render_html(
         _curves(results, placed.get("curves", "")),
         _comparisons(results),
         compute_section(results),
+        pretraining_section(results),
         _segmentation(results),
         transfer_section(results, placed.get("transfer", "")),
         similarity_section(results, placed.get("similarity", "")),

@@ -121,3 +121,19 @@ def test_holm_note_follows_the_family(tmp_path, rich_results):
     text = build_report(results, {}, tmp_path).read_text()
     assert "up to m = 3 comparisons at the same k" in text and "below 0.023 here." in text
     assert "more test subjects are needed" not in text
+
+
+def test_pretraining_evidence_is_collected_and_shown(tmp_path):
+    import json
+
+    from evaluation.report import render_html
+    from evaluation.report_pretraining import collect_evidence
+    from evaluation.runs import Run
+
+    evidence = {"probes": {"status": "done", "regions": {"brainstem": {"n_val_subjects": 3, "inputs": {"T1w": {
+        "pretrained": {"mean": 0.81, "ci95": [0.7, 0.9]}, "random": {"mean": 0.72}, "gap": {"mean": 0.09}}}}}},
+        "reconstruction": {"modalities": {"T2w": {"mse": 0.03, "mean_predictor_mse": 0.05, "skill": 0.4}}}}  # fmt: skip
+    (tmp_path / "embedding_quality.json").write_text(json.dumps(evidence))
+    found = collect_evidence([Run(path=tmp_path, kind="pretrain", label="ssl_mae")])
+    html = render_html({"pretraining_evidence": found}, {})
+    assert "What pretraining learned" in html and "0.810" in html and "0.090" in html and "0.400" in html
