@@ -168,6 +168,13 @@ def analyse_groups(runs: Sequence[Run], cfg: DictConfig) -> tuple[dict[str, Any]
             "gives no subject a group, so patients cannot be compared with controls: add a 'group' column "
             f"(e.g. {cfg.group.control}/ALS) and re-run `bssl predict`, or leave prediction runs out of runs=[…]",
         )
+    present = set(table["group"].dropna().astype(str))
+    if str(cfg.group.control) not in present or len(present) < 2:
+        reason = f"after leaving out {len(left_out)} subject(s) measured by a model that had seen them, the groups "
+        reason += f"left are {sorted(present)}: cross-fit the predictions (bssl study does) to compare groups"
+        log.warning("group analysis: %s", reason)
+        excluded = [{"measure": m, "reason": reason} for m in cfg.group.measures]
+        return {"rows": [], "excluded": excluded, "left_out": left_out, "sources": [str(p) for p in paths]}, {}
     covariates = [c for c in cfg.group.covariates if c != HEAD_SIZE or HEAD_SIZE in table.columns]
     table = _with_covariates(table, covariates, participants)
     excluded = excluded_measures(table, list(cfg.group.measures))
