@@ -23,6 +23,7 @@ from ssl_pretrain.methods.local_vicreg import LocalVICRegLoss
 from ssl_pretrain.methods.mae import MAE, MAELoss
 from ssl_pretrain.methods.mae_simclr import MAESimCLR
 from ssl_pretrain.methods.masking import as_block
+from ssl_pretrain.methods.pooling import POOL_STAGES, POOLINGS
 from ssl_pretrain.methods.simclr import SimCLR
 from ssl_pretrain.methods.vicreg import HEAD_NORMS, VICReg
 
@@ -73,6 +74,10 @@ def _check_two_view(name: str, method_cfg: DictConfig, batch_size: int) -> None:
     """The contrastive and VICReg settings of :func:`check_method_config`."""
     if batch_size < 2:
         raise ConfigError("data.batch_size", f"{name} needs at least 2 samples per batch, got {batch_size}")
+    for key, allowed in (("pooling", POOLINGS), ("pool_stages", POOL_STAGES)):
+        value = method_cfg.get(key, allowed[0])
+        if value not in allowed:
+            raise ConfigError(f"method.{key}", f"must be one of {', '.join(allowed)}, got {value!r}")
     if name == "vicreg":
         if method_cfg.head.get("norm", "none") not in HEAD_NORMS:
             raise ConfigError(
@@ -104,6 +109,8 @@ def _simclr(encoder: nn.Module, cfg: DictConfig) -> SimCLR:
         gather_distributed=bool(cfg.gather_distributed),
         memory_bank_size=int(cfg.get("memory_bank_size", 0)),
         momentum=float(cfg.get("momentum", 0.0)),
+        pooling=str(cfg.get("pooling", "mean")),
+        pool_stages=str(cfg.get("pool_stages", "last")),
     )
 
 
@@ -185,5 +192,7 @@ def build_method(method_cfg: DictConfig, model_cfg: DictConfig, in_channels: int
             head_norm=str(head.get("norm", "none")),
             local=_local_term(method_cfg, encoder.feature_channels),
             alpha=float((method_cfg.get("local") or {}).get("alpha", 1.0)),
+            pooling=str(method_cfg.get("pooling", "mean")),
+            pool_stages=str(method_cfg.get("pool_stages", "last")),
         )
     raise ConfigError("method.name", f"unknown method {name!r}; choose one of {', '.join(METHODS)}")

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B
 from ssl_pretrain.methods.local_vicreg import LocalVICRegLoss
-from ssl_pretrain.methods.simclr import pooled_features
+from ssl_pretrain.methods.pooling import pool_maps, pooled_dim, pooled_features
 
 HEAD_NORMS = ("none", "layer", "batch")
 
@@ -78,6 +78,8 @@ class VICReg(nn.Module):
         gather_distributed: compute variance/covariance over the batches of all processes under DDP.
         local: VICRegL's local term on encoder stages (None: global VICReg only).
         alpha: weight of the global term when ``local`` is given (VICRegL: 0.75).
+        pooling / pool_stages: how feature maps become the projector's input
+            (:mod:`ssl_pretrain.methods.pooling`: ``mean`` | ``max`` | ``meanmax`` of ``last`` | ``all`` stages).
     """
 
     name = "vicreg"
@@ -96,12 +98,15 @@ class VICReg(nn.Module):
         head_norm: str = "none",
         local: LocalVICRegLoss | None = None,
         alpha: float = 0.75,
+        pooling: str = "mean",
+        pool_stages: str = "last",
     ) -> None:
         super().__init__()
         if min(hidden_dim, output_dim) < 1 or num_layers < 2:
             raise ValueError("the projection head needs hidden_dim, output_dim >= 1 and num_layers >= 2")
         self.encoder = encoder
-        feature_dim = int(cast(Sequence[int], encoder.feature_channels)[-1])
+        self.pooling, self.pool_stages = pooling, pool_stages
+        feature_dim = pooled_dim(cast(Sequence[int], encoder.feature_channels), pooling, pool_stages)
         self.head = vicreg_head(feature_dim, hidden_dim, output_dim, num_layers, head_norm)
         self.loss = VICRegLoss(lambda_param, mu_param, nu_param, gather_distributed=gather_distributed)
         if local is not None and not 0.0 <= alpha < 1.0:
@@ -111,15 +116,15 @@ class VICReg(nn.Module):
 
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""
-        features = pooled_features(self.encoder, image)
+        features = pooled_features(self.encoder, image, self.pooling, self.pool_stages)
         return features, self.head(features)
 
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Loss of one two-view batch with its three (unweighted, this process's) global terms logged beside it,
         and with a local term ``global`` and ``local`` too. ``generator`` draws the local term's positions."""
         features_a, features_b = self.encoder(batch[IMAGE]), self.encoder(batch[IMAGE_B])
-        z_a = self.head(features_a[-1].float().mean(dim=(2, 3, 4))).float()
-        z_b = self.head(features_b[-1].float().mean(dim=(2, 3, 4))).float()
+        z_a = self.head(pool_maps(features_a, self.pooling, self.pool_stages)).float()
+        z_b = self.head(pool_maps(features_b, self.pooling, self.pool_stages)).float()
         with torch.autocast(z_a.device.type, enabled=False):  # covariance in fp32, also under bf16
             loss = self.loss(z_a, z_b)
         with torch.no_grad():

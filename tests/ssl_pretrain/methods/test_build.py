@@ -96,6 +96,8 @@ def test_mae_simclr_contrasts_unmasked_views() -> None:
         ("simclr", {"momentum": 1.0}, 16, 2, "method.momentum"),
         ("vicreg", {"head": {"norm": "group"}}, 16, 2, "method.head.norm"),
         ("vicreg", {"local": {"alpha": 1.5}}, 16, 2, "method.local.alpha"),
+        ("simclr", {"pooling": "median"}, 16, 2, "method.pooling"),
+        ("vicreg", {"pool_stages": "first"}, 16, 2, "method.pool_stages"),
     ],
 )
 def test_bad_method_config_names_the_key(name: str, overrides: dict, patch: object, batch: int, key: str) -> None:
@@ -112,10 +114,15 @@ def test_configs_build_the_faithful_defaults() -> None:
     simclr = build_method(method_cfg("simclr"), TINY_MODEL, 2)
     assert simclr.loss.temperature == 0.5 and simclr.loss.memory_bank.size == (256, 8)
     assert simclr.momentum == 0.99 and simclr.momentum_encoder is not None
+    # max over every stage (4 + 8 channels of TINY_MODEL) feeds the heads: mean pooling is fixed by instance norm
+    assert (simclr.pooling, simclr.pool_stages) == ("max", "all") and simclr.embed(torch.randn(2, 2, 8, 8, 8))[
+        0
+    ].shape == (2, 12)
     both = build_method(method_cfg("mae_simclr", mask_block=4), TINY_MODEL, 2)
     assert both.simclr.loss.memory_bank.size == (256, 8) and both.mae.cross_modal
     vicreg = build_method(method_cfg("vicreg"), TINY_MODEL, 2)
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in vicreg.head.modules())
+    assert (vicreg.pooling, vicreg.pool_stages) == ("max", "all")
     assert vicreg.alpha == 0.75 and vicreg.local is not None and vicreg.local.stages == [0]  # all but the deepest
     assert build_method(method_cfg("vicreg", local={"alpha": 1.0}), TINY_MODEL, 2).local is None
     batch_norm_model = OmegaConf.merge(TINY_MODEL, {"norm": "batch"})
