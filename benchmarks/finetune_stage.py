@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -240,7 +241,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Print the figures as one JSON line."""
+    """Print the figures as one JSON line (a SIGTERM, e.g. from ``timeout``, still removes the old worktree)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     print(json.dumps(run()))
 
 
