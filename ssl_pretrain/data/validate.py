@@ -2,9 +2,12 @@
 
 :func:`load_records` is the one entry point later stages use: it reads the manifest TSV (``data.manifest``)
 or discovers the BIDS dataset (``data.root``), then checks each record with :func:`validate_record` (headers
-only, milliseconds per file). Voxel-level checks (NaN/Inf in :func:`~ssl_pretrain.data.nifti.load_volume`,
-label values against the table, empty regions) run where the voxels are read, with
-:func:`check_label_values` and :func:`check_region_nonempty`.
+only, milliseconds per file). A record that passed is not checked again in the same process while none of its
+files changed (:func:`record_state`: path, size, modification and change time, inode and mode of each file), so
+the stages of one ``bssl study`` process (each builds data modules, predicts, evaluates) read the headers once;
+discovery itself (a directory walk, milliseconds) runs every time, so added and removed files are seen.
+Voxel-level checks (NaN/Inf in :func:`~ssl_pretrain.data.nifti.load_volume`, label values against the table,
+empty regions) run where the voxels are read, with :func:`check_label_values` and :func:`check_region_nonempty`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -31,12 +35,16 @@ __all__ = [
     "grid_overlap",
     "load_records",
     "read_dseg_tsv",
+    "record_state",
+    "validate_once",
     "validate_record",
 ]
 
 log = logging.getLogger(__name__)
 
 MIN_OVERLAP = 0.5  # share of the smaller field of view two grids of one subject must have in common
+MAX_VALIDATED = 100_000  # remembered record states (a study's dataset is far smaller); the set is emptied beyond it
+_validated: set[tuple[Any, ...]] = set()  # record states that passed validate_record in this process
 
 
 def world_bounds(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
@@ -95,6 +103,38 @@ def validate_record(record: SubjectRecord, *, allow_guessed_geometry: bool = Fal
                 f"world bounds {np.round(box_b, 1).tolist()} vs {np.round(box_a, 1).tolist()} mm); "
                 "check the affines or the registration",
             )
+
+
+def record_state(record: SubjectRecord, allow_guessed_geometry: bool) -> tuple[Any, ...] | None:
+    """What :func:`validate_record`'s verdict on ``record`` depends on: the setting, the label schemes and, per file,
+    its role, resolved path, size, modification and change time (ns), inode and mode (a replaced, rewritten,
+    ``chmod``-ed or re-linked file gives another state). ``None`` if a file cannot be ``stat``-ed (then the record is
+    validated, which names the problem).
+    """
+    files = []
+    try:
+        for role, path in sorted(record.files().items()):
+            resolved = Path(path).resolve()
+            st = resolved.stat()
+            files.append((role, str(resolved), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode))
+    except OSError:
+        return None
+    return (bool(allow_guessed_geometry), record.tissue_scheme, record.regions_scheme, tuple(files))
+
+
+def validate_once(record: SubjectRecord, *, allow_guessed_geometry: bool = False) -> None:
+    """:func:`validate_record`, skipped when the record's :func:`record_state` already passed in this process.
+
+    The state is taken before the headers are read, so a file changed while it is checked is checked again next time.
+    """
+    state = record_state(record, allow_guessed_geometry)
+    if state is not None and state in _validated:
+        return
+    validate_record(record, allow_guessed_geometry=allow_guessed_geometry)
+    if state is not None:
+        if len(_validated) >= MAX_VALIDATED:
+            _validated.clear()
+        _validated.add(state)
 
 
 def _check_orientation_codes(oriented: dict[Path, bool], allow_guessed: bool) -> None:
@@ -161,8 +201,9 @@ def load_records(data_cfg: DictConfig) -> list[SubjectRecord]:
     Reads ``data_cfg.manifest`` if set, else discovers ``data_cfg.root`` with ``data_cfg.modalities``;
     ``data_cfg.require_group`` (default false) demands a group for every subject;
     ``data_cfg.allow_guessed_geometry`` (default false) accepts guessed geometry with a warning. Records without any
-    configured modality are dropped with a warning. Every remaining record is validated; all problems
-    found are reported together.
+    configured modality are dropped with a warning. Every remaining record is validated (:func:`validate_once`: a
+    record whose files are unchanged since it passed in this process is not read again); all problems found are
+    reported together.
 
     Raises:
         ConfigError: no modalities, or neither ``data.root`` nor ``data.manifest``.
@@ -191,7 +232,7 @@ def load_records(data_cfg: DictConfig) -> list[SubjectRecord]:
     allow_guessed = bool(data_cfg.get("allow_guessed_geometry", False))
     for record in usable:
         try:
-            validate_record(record, allow_guessed_geometry=allow_guessed)
+            validate_once(record, allow_guessed_geometry=allow_guessed)
         except DataError as err:
             problems.append(err)
     if len(problems) == 1:

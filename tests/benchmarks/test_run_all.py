@@ -15,6 +15,12 @@ RUN_ALL = Path(__file__).resolve().parents[2] / "benchmarks" / "run_all.py"
 EXPECTED = {  # benchmark -> ratios its quick run must report
     "flops": {"matmul_median_vs_peak"},
     "pretrain_step": {"loader_vs_memory_step_ratio", "loader_vs_memory_best_ratio", "flops_fraction_of_matmul_peak"},
+    "finetune_stage": {
+        "brainstem_stage_speedup",
+        "brainstem_step_speedup",
+        "outside_training_fraction",
+        "flops_fraction_of_matmul_peak",
+    },
     "inference": {"warm_vs_cold_4mm"},
     "loader": {
         "loader_speedup_vs_torchio",

@@ -281,3 +281,67 @@ def test_guessed_geometry_is_an_error_unless_allowed(bids: Path, caplog: pytest.
     cfg = OmegaConf.create({"root": str(bids), "modalities": MODALITIES, "allow_guessed_geometry": False})
     with raises_naming(fa, "guessed"):
         load_records(cfg)
+
+
+@pytest.fixture
+def header_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every path header validation opens (``load_header``/``check_header``), with a fresh memo of passed records."""
+    from ssl_pretrain.data import validate
+
+    reads: list[Path] = []
+    monkeypatch.setattr(validate, "_validated", set())
+    real_load, real_check = validate.load_header, validate.check_header
+
+    def counted_load(path: str | Path) -> object:
+        reads.append(Path(path))
+        return real_load(path)
+
+    def counted_check(path: str | Path, img: object = None, **kwargs: bool) -> object:
+        reads.append(Path(path))
+        return real_check(path, img, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(validate, "load_header", counted_load)
+    monkeypatch.setattr(validate, "check_header", counted_check)
+    return reads
+
+
+def _n_images(records: list) -> int:
+    return sum(1 for r in records for role in r.files() if not role.endswith("_tsv"))
+
+
+def test_a_second_load_records_reads_no_header(bids: Path, header_reads: list[Path]) -> None:
+    first = load_records(_data_cfg(root=str(bids)))
+    assert len(header_reads) == 2 * _n_images(first)  # load_header + check_header per image
+    assert load_records(_data_cfg(root=str(bids))) == first
+    assert len(header_reads) == 2 * _n_images(first)
+    load_records(_data_cfg(root=str(bids), allow_guessed_geometry=True))  # another verdict: checked again
+    assert len(header_reads) == 4 * _n_images(first)
+
+
+def test_two_stages_in_one_process_validate_once(tmp_path: Path, header_reads: list[Path]) -> None:
+    from ssl_pretrain.data.datamodule import BrainDataModule
+
+    root = _bids(tmp_path / "bids", n_subjects=4)
+    cfg = _data_cfg(root=str(root), patch_size=8, patches_per_epoch=4, val_patches=2)
+    for roi in ("thalamus", "brainstem"):  # a source stage, then a target stage: each builds its data module
+        stage = cfg.copy()
+        stage.roi = roi
+        BrainDataModule(stage, tmp_path / "cache", roi=roi, labelled_only=True).setup()
+    images = _n_images(load_records(cfg))
+    assert len(header_reads) == 2 * images and len(set(header_reads)) == images
+
+
+def test_a_changed_file_is_validated_again(bids: Path, header_reads: list[Path]) -> None:
+    cfg = _data_cfg(root=str(bids))
+    records = load_records(cfg)
+    before = len(header_reads)
+    data, affine = load_volume(_t1(bids, "01"))
+    save_nifti(_t1(bids, "01"), data + 1.0, affine)  # rewritten, still valid: only sub-01 is read again
+    load_records(cfg)
+    assert len(header_reads) - before == 2 * _n_images(records[:1])
+    assert all(str(p).count("sub-01") for p in header_reads[before:])
+    truncate(_fa(bids, "02"))  # damaged after it passed: found
+    with raises_naming(_fa(bids, "02"), "truncated"):
+        load_records(cfg)
+    with raises_naming(_fa(bids, "02"), "truncated"):  # a failed record is never remembered
+        load_records(cfg)

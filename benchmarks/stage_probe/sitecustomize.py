@@ -1,0 +1,77 @@
+"""Timing probe of one ``bssl finetune`` process, for ``benchmarks/finetune_stage.py`` (any revision of the toolkit).
+
+Python imports ``sitecustomize`` at start-up from the first ``sys.path`` entry that has one, so the benchmark puts
+this directory first on the child's ``PYTHONPATH``. When ``BSSL_STAGE_PROBE`` names a file, every Lightning
+``Trainer`` gets two callbacks, one first and one last in its list, and at exit the file receives one JSON object
+of ``time.perf_counter`` marks (seconds since this module ran, i.e. since interpreter start-up):
+
+* ``fit``: ``[start, end]`` of ``Trainer.fit`` (``on_fit_start`` / ``on_fit_end``);
+* ``steps``: per training batch ``[start, compute_end, callbacks_end]``: ``on_train_batch_start`` of the first
+  callback, its ``on_train_batch_end`` (forward, backward, optimiser step done) and the last callback's
+  ``on_train_batch_end`` (what the other callbacks did: convergence checkpoints, checkpoint saving, logging);
+* ``validation``: ``[start, end]`` of every validation loop.
+
+The gap from one batch's ``callbacks_end`` to the next batch's ``start`` is fetching the batch (``num_workers=0``:
+patch sampling and augmentation in the main process) and Lightning's bookkeeping. Nothing else is changed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+
+T0 = time.perf_counter()
+PATH = os.environ.get("BSSL_STAGE_PROBE")
+
+
+def _install(path: str) -> None:
+    import lightning.pytorch as pl
+
+    marks: dict[str, list] = {"fit": [], "steps": [], "validation": []}
+
+    def now() -> float:
+        return time.perf_counter() - T0
+
+    class Head(pl.Callback):
+        def on_fit_start(self, trainer, pl_module) -> None:
+            marks["fit"].append(now())
+
+        def on_fit_end(self, trainer, pl_module) -> None:
+            marks["fit"].append(now())
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            marks["steps"].append([now()])
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            marks["steps"][-1].append(now())
+
+        def on_validation_start(self, trainer, pl_module) -> None:
+            marks["validation"].append([now()])
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            marks["validation"][-1].append(now())
+
+    class Tail(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            marks["steps"][-1].append(now())
+
+    init = pl.Trainer.__init__
+
+    def patched(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        self.callbacks.insert(0, Head())
+        self.callbacks.append(Tail())
+
+    pl.Trainer.__init__ = patched  # type: ignore[method-assign]
+
+    def write() -> None:
+        with open(path, "w") as f:
+            json.dump({**marks, "exit": now()}, f)
+
+    atexit.register(write)
+
+
+if PATH:
+    _install(PATH)
