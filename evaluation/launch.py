@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluation.stages import Stage, run_stage
 from ssl_pretrain.errors import BsslError, ConfigError
+from ssl_pretrain.run_dir import is_complete
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,10 @@ class Jobs(Runner):
             self._wave()
 
     def submit(self, stage: Stage, after: Sequence[Stage], position: str) -> None:
+        if is_complete(stage.path):  # finished stays finished: no job just to find that out
+            log.info("study %s: reusing %s (%s)", position, stage.name, stage.path)
+            self.reused += 1
+            return
         self.pending.append((stage, position))
 
     def finish(self) -> None:
