@@ -1,4 +1,4 @@
-"""``bssl study``: the whole transfer study in one process, from (simulated) data to ``report.html``.
+"""``bssl study``: the whole transfer study, from (simulated) data to ``report.html``.
 
 Data flow (each arrow is one or more stages of :mod:`evaluation.stages`, reused when already finished)::
 
@@ -16,6 +16,9 @@ The rules of an honest transfer experiment (DESIGN §10) hold by construction: e
 target schedule (checked before anything trains, :mod:`evaluation.study_design`), a compute-matched
 control (``match_compute``) trains from scratch for as many supervised steps as the longest chain, each
 seed fixes the labelled subjects of every arm alike, and a k-label run reads no other label.
+Where the stages run is the runner's business (``study.launcher``, :mod:`evaluation.launch`): one after another
+in this process, or as submitit jobs (local processes or SLURM) in dependency waves; ``study.plan_only`` prints
+the stages and their cost instead (:mod:`evaluation.plan`).
 Hypotheses come from ``configs/experiment/<name>.yaml`` (:mod:`evaluation.hypotheses`); presets
 (``preset=quick``, ``preset=full``) set the steps and the network of every stage through ``study.overrides``.
 """
