@@ -23,7 +23,7 @@ import importlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,13 +185,19 @@ def stage_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_stage(stage: Stage, position: str = "") -> bool:
+def run_stage(stage: Stage, position: str = "", lock: bool = True) -> bool:
     """Run ``stage`` unless its directory already holds a complete run.
+
+    Args:
+        stage: the stage.
+        position: its place in the study, for the log (e.g. ``[12]``).
+        lock: take the stage's lock; ``False`` only for the DDP ranks other than 0 of a stage's job, whose rank 0
+            holds it (they would wait for it forever).
 
     Returns:
         ``True`` when the finished run was reused, ``False`` when it ran now.
     """
-    with stage_lock(stage.path):
+    with stage_lock(stage.path) if lock else nullcontext():
         if is_complete(stage.path):
             log.info("study %s: reusing %s (%s)", position, stage.name, stage.path)
             return True

@@ -1,4 +1,4 @@
-"""``bssl study``: the whole transfer study in one process, from (simulated) data to ``report.html``.
+"""``bssl study``: the whole transfer study, from (simulated) data to ``report.html``.
 
 Data flow (each arrow is one or more stages of :mod:`evaluation.stages`, reused when already finished)::
 
@@ -16,6 +16,9 @@ The rules of an honest transfer experiment (DESIGN §10) hold by construction: e
 target schedule (checked before anything trains, :mod:`evaluation.study_design`), a compute-matched
 control (``match_compute``) trains from scratch for as many supervised steps as the longest chain, each
 seed fixes the labelled subjects of every arm alike, and a k-label run reads no other label.
+Where the stages run is the runner's business (``study.launcher``, :mod:`evaluation.launch`): one after another
+in this process, or as submitit jobs (local processes or SLURM) in dependency waves; ``study.plan_only`` prints
+the stages and their cost instead (:mod:`evaluation.plan`).
 Hypotheses come from ``configs/experiment/<name>.yaml`` (:mod:`evaluation.hypotheses`); presets
 (``preset=quick``, ``preset=full``) set the steps and the network of every stage through ``study.overrides``.
 """
@@ -32,6 +35,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation.hypotheses import Hypothesis, hypotheses, source_label
+from evaluation.launch import Inline, Runner, make_runner
 from evaluation.stages import Stage, compose_stage, run_stage
 from evaluation.study_design import check_arms
 from finetune.selection import parse_k
@@ -110,8 +114,9 @@ def _ints(cfg: DictConfig, key: str) -> list[int]:
 class Study:
     """Plans and runs the stages of one study config (see the module docstring)."""
 
-    def __init__(self, cfg: DictConfig, fingerprint: str) -> None:
+    def __init__(self, cfg: DictConfig, fingerprint: str, runner: Runner | None = None) -> None:
         self.cfg, self.fingerprint = cfg, fingerprint
+        self.runner = runner or Inline()
         self.hypotheses = hypotheses(cfg)
         self.target = str(cfg.study.get("target", "brainstem"))
         if not (CONFIG_DIR / "stage" / f"{self.target}.yaml").is_file():
@@ -124,7 +129,6 @@ class Study:
         self.seeds = _ints(cfg, "seeds")
         self.pretrain_seeds = _ints(cfg, "pretrain_seeds")
         self.done: list[Stage] = []
-        self.reused = 0
         self._steps: dict[str, int] = {}
 
     # -- composing ---------------------------------------------------------------------------------
@@ -134,10 +138,41 @@ class Study:
         common = list(overrides.common) if kind in TRAINING else []
         return common + list(overrides.get(stage) or [])
 
-    def _run(self, stage: Stage) -> Stage:
-        self.reused += run_stage(stage, f"[{len(self.done) + 1}]")
+    @property
+    def reused(self) -> int:
+        return self.runner.reused
+
+    def _stage(
+        self,
+        kind: str,
+        name: str,
+        command: str,
+        overrides: Sequence[str],
+        values: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
+        after: Sequence[Stage] = (),
+    ) -> Stage:
+        """Compose a stage of ``kind`` (pretrain, source, target, predict, evaluate) once the stages it reads
+        have finished, and hand it to the runner (which runs it now or in its wave, :mod:`evaluation.launch`)."""
+        self.runner.ready(after)
+        info = {**(info or {}), "kind": kind}
+        stage = compose_stage(name, command, overrides, self.cfg, self.fingerprint, values, info, after)
+        self.runner.submit(stage, after, f"[{len(self.done) + 1}]")
         self.done.append(stage)
         return stage
+
+    def all_stages(self, records: Sequence[Any]) -> Stage:
+        """Every stage of the study, in order (module docstring); returns the evaluation stage."""
+        encoders = self.pretrain()
+        sources = self.sources(encoders)
+        targets = self.targets(encoders, sources)
+        if self.cfg.study.get("crossfit_folds"):
+            self.crossfit(records, encoders)
+        else:
+            self.predict(self.predictor(targets))
+        evaluation = self.evaluate()
+        self.runner.finish()
+        return evaluation
 
     def _pseeds(self, h: Hypothesis) -> list[int | None]:
         return list(self.pretrain_seeds) if h.pretrain else [None]
@@ -183,9 +218,8 @@ class Study:
             for pseed in self.pretrain_seeds:
                 name = f"pretrain-{method}" + (f"-p{pseed}" if len(self.pretrain_seeds) > 1 else "")
                 overrides = [f"method={method}", f"seed={pseed}", *self._overrides("pretrain", "pretrain")]
-                stage = compose_stage(name, "pretrain", overrides, self.cfg, self.fingerprint)
-                stage.info.update(method=method, pretrain_seed=pseed)
-                out[(method, pseed)] = self._run(stage)
+                info = {"method": method, "pretrain_seed": pseed}
+                out[(method, pseed)] = self._stage("pretrain", name, "pretrain", overrides, info=info)
         return out
 
     def sources(self, encoders: Mapping[tuple[str, int], Stage]) -> dict[SourceKey, Stage]:
@@ -205,10 +239,7 @@ class Study:
                         values = {"init": str(previous.path) if previous else "scratch", "init_label": label}
                         info = {"init_from": h.base, "source": label, "pretrain_seed": pseed}
                         after = [previous] if previous else []
-                        stage = compose_stage(
-                            name, "finetune", overrides, self.cfg, self.fingerprint, values, info, after
-                        )
-                        out[key] = self._run(stage)
+                        out[key] = self._stage("source", name, "finetune", overrides, values, info, after)
                     previous = out[key]
         return out
 
@@ -234,10 +265,7 @@ class Study:
                         info = {"hypothesis": h.name, "k": k, "seed": seed, "pretrain_seed": pseed}
                         name = f"{self.target}-{h.name}-k{k}-s{seed}{suffix}"
                         after = [start] if start else []
-                        stage = compose_stage(
-                            name, "finetune", overrides, self.cfg, self.fingerprint, values, info, after
-                        )
-                        runs.append(self._run(stage))
+                        runs.append(self._stage("target", name, "finetune", overrides, values, info, after))
         return runs
 
     def prediction_arm(self) -> Hypothesis:
@@ -262,35 +290,35 @@ class Study:
         """Cross-fitted predictions of every subject (DESIGN §10 rule 6): ``study.crossfit_folds`` group-stratified
         folds; for fold j the prediction arm's whole supervised chain (its source stages and the target at
         k = all, first seed) is trained on the other folds' labelled subjects only, without validation, and
-        predicts fold j. Pretraining (unlabelled images) is shared. Returns the predict stages.
+        predicts fold j. Pretraining (unlabelled images) is shared. The folds' chains advance side by side (one
+        stage of every fold, then the next), so a job launcher runs them at once. Returns the predict stages.
         """
         arm, folds = self.prediction_arm(), int(self.cfg.study.crossfit_folds)
         parts = crossfit_folds(records, folds, int(self.cfg.data.split_seed))
         pseed = self.pretrain_seeds[0] if arm.pretrain else None
-        stages = []
-        for j, members in enumerate(parts):
-            fold = [f"data.crossfit.folds={folds}", f"data.crossfit.fold={j}"]
-            previous = encoders.get((arm.pretrain, pseed)) if arm.pretrain and pseed is not None else None
-            for i, stage_name in enumerate(arm.sources):
-                label = source_label(arm.pretrain, arm.sources[: i + 1])
-                overrides = [f"stage={stage_name}", "labels.k=all", *self._overrides("source", stage_name), *fold]
-                values = {"init": str(previous.path) if previous else "scratch", "init_label": label}
-                after = [previous] if previous else []
-                name = f"crossfit{j}-{label.replace('+', '-')}"
+        fold = [[f"data.crossfit.folds={folds}", f"data.crossfit.fold={j}"] for j in range(folds)]
+        start = encoders.get((arm.pretrain, pseed)) if arm.pretrain and pseed is not None else None
+        previous: list[Stage | None] = [start] * folds
+        for i, stage_name in enumerate(arm.sources):
+            label = source_label(arm.pretrain, arm.sources[: i + 1])
+            for j in range(folds):
+                overrides = [f"stage={stage_name}", "labels.k=all", *self._overrides("source", stage_name), *fold[j]]
+                before = previous[j]
+                values = {"init": str(before.path) if before else "scratch", "init_label": label}
                 info = {"crossfit_fold": j, "source": label}
-                previous = self._run(
-                    compose_stage(name, "finetune", overrides, self.cfg, self.fingerprint, values, info, after)
+                name = f"crossfit{j}-{label.replace('+', '-')}"
+                previous[j] = self._stage(
+                    "source", name, "finetune", overrides, values, info, [before] if before else []
                 )
-            overrides = [*self._target_overrides(arm, "all", self.seeds[0]), *fold]
-            values = {"init": str(previous.path) if previous else "scratch", "init_label": arm.name}
+        models = []
+        for j in range(folds):
+            before = previous[j]
+            overrides = [*self._target_overrides(arm, "all", self.seeds[0]), *fold[j]]
+            values = {"init": str(before.path) if before else "scratch", "init_label": arm.name}
             info = {"crossfit_fold": j, "hypothesis": arm.name}
-            after = [previous] if previous else []
-            model = self._run(
-                compose_stage(f"crossfit{j}-{self.target}-{arm.name}", "finetune", overrides, self.cfg,
-                              self.fingerprint, values, info, after)
-            )  # fmt: skip
-            stages.append(self.predict(model, f"predict-fold{j}", [m.key for m in members]))
-        return stages
+            name = f"crossfit{j}-{self.target}-{arm.name}"
+            models.append(self._stage("target", name, "finetune", overrides, values, info, [before] if before else []))
+        return [self.predict(m, f"predict-fold{j}", [s.key for s in parts[j]], j) for j, m in enumerate(models)]
 
     def predictor(self, targets: Sequence[Stage]) -> Stage:
         """Without cross-fitting (``study.crossfit_folds: null``): the prediction arm's k=all target model of the
@@ -303,21 +331,22 @@ class Study:
                 return s
         raise ConfigError("study.predict_with", f"{arm.name!r} has no k={k} run in this study")
 
-    def predict(self, model: Stage, name: str = "predict", subjects: Sequence[str] | None = None) -> Stage:
+    def predict(
+        self, model: Stage, name: str = "predict", subjects: Sequence[str] | None = None, fold: int | None = None
+    ) -> Stage:
         values: dict[str, Any] = {"predict.model": str(model.path)}
         if subjects is not None:
             values["predict.subjects"] = list(subjects)
-        info = {"model": model.name}
-        overrides = self._overrides("predict", "predict")
-        stage = compose_stage(name, "predict", overrides, self.cfg, self.fingerprint, values, info, [model])
-        return self._run(stage)
+        info = {"model": model.name, **({"crossfit_fold": fold} if fold is not None else {})}
+        return self._stage("predict", name, "predict", self._overrides("predict", "predict"), values, info, [model])
 
     def evaluate(self) -> Stage:
-        inputs = [s for s in self.done if s.command in ("pretrain", "finetune", "predict")]
+        # each cross-fitted fold's chain together, as composed fold by fold before the folds ran side by side
+        done = sorted(self.done, key=lambda s: int(s.info.get("crossfit_fold", -1)))
+        inputs = [s for s in done if s.command in ("pretrain", "finetune", "predict")]
         values = {"runs": [str(s.path) for s in inputs], "seed": self.seeds[0], "curves.target": self.target}
         overrides = self._overrides("evaluate", "evaluate")
-        stage = compose_stage("evaluate", "evaluate", overrides, self.cfg, self.fingerprint, values, after=inputs)
-        return self._run(stage)
+        return self._stage("evaluate", "evaluate", "evaluate", overrides, values, after=inputs)
 
     def design(self) -> dict[str, Any]:
         """What each arm's chain costs in supervised steps (``study.json``)."""
@@ -330,27 +359,29 @@ def _simulate_demo(cfg: DictConfig) -> Stage:
     return stage
 
 
-def run(cfg: DictConfig) -> Path:
-    """Run the study of ``cfg`` (see the module docstring); returns its run directory (with ``report.html``)."""
+def run(cfg: DictConfig) -> Path | None:
+    """Run the study of ``cfg`` (see the module docstring); returns its run directory (with ``report.html``).
+
+    With ``study.plan_only`` it prints the plan instead (:mod:`evaluation.plan`), runs nothing and returns None.
+    """
+    if cfg.study.get("plan_only"):
+        from evaluation.plan import plan
+
+        plan(cfg)
+        return None
     with run_context(cfg, "study") as out:
+        runner = make_runner(cfg, out)
         demo = _simulate_demo(cfg) if needs_demo(cfg) else None
         records = load_records(cfg.data)
         fingerprint = dataset_fingerprint(records)
-        study = Study(cfg, fingerprint)
+        study = Study(cfg, fingerprint, runner)
         study.check_design()
         log.info(
             "study (preset %s): hypotheses %s, target %s, k %s, seeds %s, pretraining seeds %s on %s",
             cfg.study.preset, [h.name for h in study.hypotheses], study.target, study.ks, study.seeds,
             study.pretrain_seeds, cfg.data.root,
         )  # fmt: skip
-        encoders = study.pretrain()
-        sources = study.sources(encoders)
-        targets = study.targets(encoders, sources)
-        if cfg.study.get("crossfit_folds"):
-            study.crossfit(records, encoders)
-        else:
-            study.predict(study.predictor(targets))
-        evaluation = study.evaluate()
+        evaluation = study.all_stages(records)
         report = out / "report.html"
         shutil.copyfile(evaluation.path / "report.html", report)
         summary = {
@@ -363,6 +394,7 @@ def run(cfg: DictConfig) -> Path:
             "seeds": study.seeds,
             "pretrain_seeds": study.pretrain_seeds,
             "stages": [s.record() for s in ([demo] if demo else []) + study.done],
+            "launcher": str(cfg.study.get("launcher", "inline")),
             "reused": study.reused,
             "results": str(evaluation.path / "results.json"),
             "report": str(report),

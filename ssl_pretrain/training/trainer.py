@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,20 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best.ckpt"
+_ADDED_CALLBACKS: list[Callback] = []  # see added_callbacks
+
+
+@contextmanager
+def added_callbacks(*callbacks: Callback) -> Iterator[None]:
+    """Every trainer :func:`build_trainer` makes while this is open also gets ``callbacks`` (e.g. the study
+    planner's step timer, evaluation/plan.py, around a command's ``run(cfg)``)."""
+    _ADDED_CALLBACKS.extend(callbacks)
+    try:
+        yield
+    finally:
+        del _ADDED_CALLBACKS[len(_ADDED_CALLBACKS) - len(callbacks) :]
+
+
 PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
@@ -225,7 +240,7 @@ def build_trainer(
                 enable_version_counter=False,
             )
         )
-    callbacks += list(extra_callbacks)
+    callbacks += [*extra_callbacks, *_ADDED_CALLBACKS]
     max_epochs = t.get("max_epochs")
     log.info("trainer: %s, %s precision, strategy %s", accelerator, precision, t["strategy"])
     return pl.Trainer(
