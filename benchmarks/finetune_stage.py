@@ -21,6 +21,9 @@ Figures (ratios within this run; absolute seconds depend on the machine and its 
   fraction of the best fp32 ``torch.mm`` throughput measured in this process at the same thread count;
 * ``brainstem_step_speedup``: old / new median training step at identical network and patch settings (today's
   quick preset's, on the old code too): the code's speed per step;
+* ``memory_format_step_speedup``: median training step of today's code with ``trainer.memory_format=contiguous``
+  over the same with the default (``auto``: ``channels_last_3d`` on CPU), same settings: what the layout choice of
+  ``ssl_pretrain/training/memory_format.py`` buys on this device;
 * ``brainstem_stage_speedup``: old / new wall seconds of one whole stage at each revision's own quick preset
   (old: its steps, patch and validation; new: its steps, which the quick preset chose so that every arm's
   training plateaus — the old preset's 64 steps did not): seconds per *converged* run. Below 1 means today's
@@ -202,6 +205,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             old = split_stage(stage(old_tree, old_preset, "old-stage", old_steps))
             new = split_stage(stage(REPO, new_preset, "new-stage", new_steps))
             old_same = split_stage(stage(old_tree, old_preset, "old-same-settings", step_runs, same))
+            contiguous = ["trainer.memory_format=contiguous"]  # today's default on CPU is channels_last_3d (auto)
+            layout = split_stage(stage(REPO, new_preset, "new-contiguous", step_runs, contiguous))
         patch, batch = int(_value([*new_preset, *tiny], "data.patch_size")), int(_value(new_preset, "data.batch_size"))
         flops = step_flops(patch, batch, [o for o in new_preset if o.startswith("model.") or o == "preset=cpu"])
     peak = matmul_peak(n=args.peak_n, repeats=10)
@@ -209,6 +214,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {
         "brainstem_stage_speedup": round(old["wall_s"] / new["wall_s"], 3),
         "brainstem_step_speedup": round(old_same["step_s_median"] / new["step_s_median"], 3),
+        "memory_format_step_speedup": round(layout["step_s_median"] / new["step_s_median"], 3),
+        "memory_format": {"default": "auto", "against": "contiguous"},
         "outside_training_fraction": round(new["outside_training_fraction"], 3),
         "flops_fraction_of_matmul_peak": round(achieved / peak["flops_per_s"], 4),
         "step_s_median": round(new["step_s_median"], 4),
@@ -233,6 +240,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for key in (
             "brainstem_stage_speedup",
             "brainstem_step_speedup",
+            "memory_format_step_speedup",
             "outside_training_fraction",
             "flops_fraction_of_matmul_peak",
         )

@@ -18,6 +18,7 @@ EXPECTED = {  # benchmark -> ratios its quick run must report
     "finetune_stage": {
         "brainstem_stage_speedup",
         "brainstem_step_speedup",
+        "memory_format_step_speedup",
         "outside_training_fraction",
         "flops_fraction_of_matmul_peak",
     },
