@@ -114,7 +114,7 @@ def rich_results():
 
 
 def make_rich_results() -> dict:
-    """The :func:`rich_results` dict (also used to render docs/report_screenshot.png)."""
+    """The :func:`rich_results` dict."""
     from evaluation.learning_curves import best_init_per_k, comparisons, learning_curves, segmentation_summary
 
     rows = sweep_rows()
