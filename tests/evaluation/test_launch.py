@@ -208,7 +208,7 @@ def test_plan_measures_step_times_on_this_device_and_says_so(tmp_path, demo_coho
     cfg = study_config(tmp_path, demo_cohort, ["scratch", "ssl_mae_subcortical"], extra)
     planned = plan(cfg)
     printed = capsys.readouterr().out
-    for kind, stage in [("pretrain", "pretrain-mae"), ("source", "mae-subcortical"), ("target", "brainstem-")]:
+    for kind, stage in [("pretrain", "pretrain-mae"), ("source", "ssl_mae-subcortical"), ("target", "brainstem-")]:
         line = next(line for line in printed.splitlines() if line.startswith(f"  {kind} "))
         assert re.search(rf"× [\d.e-]+ s/step = [\d.]+ device-hours  \(measured: 2 steps of {stage}", line), line
     assert not (tmp_path / "runs" / "study").exists() and all(not p.reused for p in planned)  # no stage dir
