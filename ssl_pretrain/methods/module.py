@@ -13,7 +13,7 @@ Epochs reach the patch sampler through Lightning, which calls ``set_epoch`` on t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -74,7 +74,7 @@ class PretrainModule(L.LightningModule):
     @property
     def encoder(self) -> nn.Module:
         """The encoder being pretrained."""
-        return self.method.encoder
+        return cast(nn.Module, self.method.encoder)
 
     def generator(self, stream: int, *index: int) -> torch.Generator:
         """A CPU generator seeded by ``(seed, stream, *index, rank)``."""

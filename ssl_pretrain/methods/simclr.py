@@ -38,16 +38,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B
-from ssl_pretrain.methods.pooling import pooled_dim, pooled_features
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.methods.base import ContrastiveMethod, Patch
+from ssl_pretrain.methods.pooling import check_pooling_config, pooled_dim, pooled_features
+from ssl_pretrain.models.unet import build_encoder
 
 
 def persist_memory_bank(loss: nn.Module) -> None:
@@ -64,7 +68,19 @@ def persist_memory_bank(loss: nn.Module) -> None:
         bank.register_buffer(name, getattr(bank, name), persistent=True)
 
 
-class SimCLR(nn.Module):
+def check_ntxent(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for a ``method.temperature``, ``memory_bank_size`` or ``momentum`` out of range."""
+    if float(cfg.temperature) <= 0:
+        raise ConfigError("method.temperature", f"must be > 0, got {cfg.temperature}")
+    size = cfg.get("memory_bank_size", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ConfigError("method.memory_bank_size", f"must be an integer >= 0 (0: no bank), got {size!r}")
+    momentum = float(cfg.get("momentum", 0.0))
+    if not 0.0 <= momentum < 1.0:
+        raise ConfigError("method.momentum", f"must lie in [0, 1) (0: no momentum encoder), got {momentum}")
+
+
+class SimCLR(ContrastiveMethod):
     """The SimCLR objective around an encoder with multi-scale outputs.
 
     Args:
@@ -80,8 +96,8 @@ class SimCLR(nn.Module):
             (:mod:`ssl_pretrain.methods.pooling`: ``mean`` | ``max`` | ``meanmax`` of ``last`` | ``all`` stages).
     """
 
-    name = "simclr"
-    views = 2
+    name: ClassVar[str] = "simclr"
+    views: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -120,6 +136,36 @@ class SimCLR(nn.Module):
             self.momentum_encoder, self.momentum_head = copy.deepcopy(encoder), copy.deepcopy(self.head)
             deactivate_requires_grad(self.momentum_encoder)
             deactivate_requires_grad(self.momentum_head)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, model_cfg: DictConfig, in_channels: int) -> SimCLR:
+        """SimCLR on a fresh encoder from ``model_cfg`` (keys of configs/method/simclr.yaml)."""
+        return cls.on_encoder(build_encoder(model_cfg, in_channels), cfg)
+
+    @classmethod
+    def on_encoder(cls, encoder: nn.Module, cfg: DictConfig) -> SimCLR:
+        """SimCLR around an existing ``encoder`` (MAE + SimCLR shares the U-Net's), from the ``method`` keys."""
+        head = cfg.head
+        return cls(
+            encoder,
+            hidden_dim=int(head.hidden_dim),
+            output_dim=int(head.output_dim),
+            num_layers=int(head.num_layers),
+            batch_norm=bool(head.batch_norm),
+            temperature=float(cfg.temperature),
+            gather_distributed=bool(cfg.gather_distributed),
+            memory_bank_size=int(cfg.get("memory_bank_size", 0)),
+            momentum=float(cfg.get("momentum", 0.0)),
+            pooling=str(cfg.get("pooling", "mean")),
+            pool_stages=str(cfg.get("pool_stages", "last")),
+        )
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig, patch: Patch, batch_size: int) -> None:
+        """Two samples per batch at least, the pooling (:func:`check_pooling_config`) and the NT-Xent settings."""
+        cls.require_batch(batch_size)
+        check_pooling_config(cfg)
+        check_ntxent(cfg)
 
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""
