@@ -8,9 +8,9 @@ one config and one test:
   the patch sampler is set up from them;
 - **its config checks**: :meth:`PretrainMethod.check_config`, run before any data is read;
 - **its construction**: :meth:`PretrainMethod.from_config`, from the ``method`` and ``model`` groups;
-- **its hooks**: :meth:`PretrainMethod.reconstructor` (the masked autoencoder whose reconstructions the
-  run's figures and evidence show, if any); methods with embeddings of two views derive from
-  :class:`ContrastiveMethod`.
+- **its hooks**: :meth:`PretrainMethod.before_training_step` (e.g. a momentum encoder's EMA update) and
+  :meth:`PretrainMethod.reconstructor` (the masked autoencoder whose reconstructions the run's figures
+  and evidence show, if any); methods with embeddings of two views derive from :class:`ContrastiveMethod`.
 
 ``forward(batch, generator=None) -> dict[str, Tensor]`` returns the scalar ``"loss"`` to minimise and
 detached components to log (``generator`` seeds random masks); ``encoder`` is what pretraining leaves behind.
@@ -86,6 +86,14 @@ class PretrainMethod(nn.Module, ABC):
             raise ConfigError(
                 "data.batch_size", f"{cls.name} needs at least {minimum} samples per batch, got {batch_size}"
             )
+
+    def before_training_step(self, step: int, total_steps: int) -> None:
+        """Called before the forward of every training micro-batch (not in validation); does nothing here.
+
+        Args:
+            step: the optimiser step the micro-batch belongs to (0-based).
+            total_steps: optimiser steps of the whole run (for schedules such as BYOL's momentum).
+        """
 
     def reconstructor(self) -> MAE | None:
         """The masked autoencoder whose reconstructions the run's figures and evidence show (None: none)."""

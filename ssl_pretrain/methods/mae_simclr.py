@@ -64,6 +64,11 @@ class MAESimCLR(ContrastiveMethod):
         """The shared encoder."""
         return self.mae.encoder
 
+    def before_training_step(self, step: int, total_steps: int) -> None:
+        """Both objectives' hooks (SimCLR's momentum update)."""
+        self.mae.before_training_step(step, total_steps)
+        self.simclr.before_training_step(step, total_steps)
+
     def reconstructor(self) -> MAE:
         """The MAE branch: its reconstructions are the run's figures and reconstruction evidence."""
         return self.mae

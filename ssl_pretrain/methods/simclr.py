@@ -10,7 +10,8 @@ lightly's ``NTXentLoss`` takes its negatives from a queue of the last K second-v
 as MoCo does (He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation
 Learning", CVPR 2020, https://arxiv.org/abs/1911.05722). The second view (the key) is then embedded by a
 *momentum* copy of the encoder and head, an exponential moving average of the trained ones
-(``momentum`` m, lightly's ``update_momentum`` at every training forward), so the queued keys change
+(``momentum`` m, lightly's ``update_momentum`` in :meth:`SimCLR.before_training_step`, before every training
+forward), so the queued keys change
 slowly and stay comparable (MoCo's ablation: m = 0, a queue of keys from the trained network itself,
 fails to converge). The queue (``loss.memory_bank.bank`` and its pointer) is registered as persistent
 state and the momentum copy is ordinary (frozen) parameters, so both are saved in checkpoints and a
@@ -172,17 +173,20 @@ class SimCLR(ContrastiveMethod):
         features = pooled_features(self.encoder, image, self.pooling, self.pool_stages)
         return features, self.head(features)
 
-    def keys(self, image: Tensor) -> Tensor:
-        """Second-view projections ``(B, D)``: from the momentum copy (no gradient) when there is one.
+    def before_training_step(self, step: int, total_steps: int) -> None:
+        """Move the momentum copy towards the trained network, ``θ_k ← m θ_k + (1 − m) θ`` (without one: nothing).
 
-        In training mode with gradients enabled the momentum copy first moves towards the trained network
-        (``θ_k ← m θ_k + (1 − m) θ``); validation and evaluation leave it alone.
+        Called before each training forward; validation and evaluation leave the copy alone.
         """
         if self.momentum_encoder is None or self.momentum_head is None:
+            return
+        update_momentum(self.encoder, self.momentum_encoder, self.momentum)
+        update_momentum(self.head, self.momentum_head, self.momentum)
+
+    def keys(self, image: Tensor) -> Tensor:
+        """Second-view projections ``(B, D)``: from the momentum copy (no gradient) when there is one."""
+        if self.momentum_encoder is None or self.momentum_head is None:
             return self.embed(image)[1]
-        if self.training and torch.is_grad_enabled():
-            update_momentum(self.encoder, self.momentum_encoder, self.momentum)
-            update_momentum(self.head, self.momentum_head, self.momentum)
         with torch.no_grad():
             return self.momentum_head(pooled_features(self.momentum_encoder, image, self.pooling, self.pool_stages))
 
