@@ -45,6 +45,7 @@ from flops import count_flops, matmul_peak
 
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.data.datamodule import BrainDataModule
+from ssl_pretrain.methods import method_class
 from ssl_pretrain.methods.module import PretrainModule
 from ssl_pretrain.training import build_optimizer, param_groups
 
@@ -120,7 +121,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         output_dir=tmp / "run",
     )
     torch.manual_seed(0)
-    dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=int(cfg.method.views), seed=0)
+    dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=method_class(cfg.method).views, seed=0)
     dm.prepare_data()
     dm.setup()
     module = PretrainModule(cfg.method, cfg.model, cfg.optim, dm.in_channels, seed=0)
