@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from ssl_pretrain.config import CONFIG_DIR
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B, PRESENCE, PRESENCE_B
 from ssl_pretrain.errors import ConfigError
-from ssl_pretrain.methods import METHODS, build_method, check_method_config
+from ssl_pretrain.methods import METHODS, build_method, check_method_config, method_class
 
 TINY_MODEL = OmegaConf.create(
     {
@@ -98,6 +98,9 @@ def test_mae_simclr_contrasts_unmasked_views() -> None:
         ("vicreg", {"local": {"alpha": 1.5}}, 16, 2, "method.local.alpha"),
         ("simclr", {"pooling": "median"}, 16, 2, "method.pooling"),
         ("vicreg", {"pool_stages": "first"}, 16, 2, "method.pool_stages"),
+        ("simclr", {"views": 1}, 16, 2, "method.views"),
+        ("mae", {"_target_": "ssl_pretrain.methods.byol.BYOL"}, 16, 2, "method._target_"),
+        ("mae", {"_target_": "collections.OrderedDict"}, 16, 2, "method._target_"),
     ],
 )
 def test_bad_method_config_names_the_key(name: str, overrides: dict, patch: object, batch: int, key: str) -> None:
@@ -133,3 +136,17 @@ def test_configs_build_the_faithful_defaults() -> None:
 def test_local_stages_outside_the_encoder_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"method\.local"):
         build_method(method_cfg("vicreg", local={"stages": [5]}), TINY_MODEL, 2)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_config_recorded_without_target_builds_the_same_method(name: str) -> None:
+    """Runs recorded before configs carried ``_target_`` (config.yaml, checkpoint hyperparameters) name the
+    method only: its class is the one configs/method/<name>.yaml names, with the same weights."""
+    cfg = method_cfg(name, mask_block=4)
+    recorded = OmegaConf.create({k: v for k, v in cfg.items() if k != "_target_"})
+    assert method_class(recorded) is method_class(cfg)
+    torch.manual_seed(0)
+    current = build_method(cfg, TINY_MODEL, 2).state_dict()
+    torch.manual_seed(0)
+    old = build_method(recorded, TINY_MODEL, 2).state_dict()
+    assert current.keys() == old.keys() and all(torch.equal(current[k], old[k]) for k in current)
