@@ -6,7 +6,7 @@ one config and one test:
 - **its batches**: :attr:`PretrainMethod.views` (1: batches carry ``image``; 2: also ``image_b``) and
   :attr:`PretrainMethod.clean_target` (batches carry ``target``, the patch before intensity augmentation);
   the patch sampler is set up from them;
-- **its config checks**: :meth:`PretrainMethod.check_config`, run before any data is read;
+- **its config checks**: :meth:`PretrainMethod.check_config`, run before preprocessing and training;
 - **its construction**: :meth:`PretrainMethod.from_config`, from the ``method`` and ``model`` groups;
 - **its hooks**: :meth:`PretrainMethod.before_training_step` (e.g. a momentum encoder's EMA update) and
   :meth:`PretrainMethod.reconstructor` (the masked autoencoder whose reconstructions the run's figures

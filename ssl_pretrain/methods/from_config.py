@@ -58,8 +58,9 @@ def method_class(cfg: DictConfig, config_dir: Path = CONFIG_DIR) -> type[Pretrai
     target = str(cfg.get("_target_") or _recorded_target(cfg.get("name"), config_dir))
     try:
         located = instantiate({"_target_": target, "_partial_": True}).func
-    except InstantiationException as err:
-        raise ConfigError("method._target_", f"cannot locate {target!r}: {str(err).splitlines()[0]}") from None
+    except InstantiationException as err:  # the cause says why: no such module or attribute, a blocked target
+        reason = " ".join(str(err.__cause__ or err).split())
+        raise ConfigError("method._target_", f"cannot locate {target!r}: {reason}") from None
     if not (isinstance(located, type) and issubclass(located, PretrainMethod)):
         raise ConfigError("method._target_", f"{target} is not a PretrainMethod (ssl_pretrain.methods.base)")
     located.check_views(cfg)
