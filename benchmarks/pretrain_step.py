@@ -45,6 +45,7 @@ from flops import count_flops, matmul_peak
 
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.data.datamodule import BrainDataModule
+from ssl_pretrain.methods import method_class
 from ssl_pretrain.methods.module import PretrainModule
 from ssl_pretrain.training import build_optimizer, param_groups
 
@@ -56,14 +57,16 @@ FAMILIES = {
 }
 
 
-def make_step(module: PretrainModule, optim: dict[str, Any], clip: float | None):
-    """One optimiser step on a batch, as the Trainer does it (zero_grad, loss, backward, clip, step)."""
+def make_step(module: PretrainModule, optim: dict[str, Any], clip: float | None, total_steps: int):
+    """One optimiser step on a batch, as the Trainer does it (zero_grad, hook, loss, backward, clip, step)."""
     optimizer, scheduler = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
     counter = iter(range(1 << 62))
 
     def step(batch: dict[str, Any]) -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = module.method(batch, module.generator(0, next(counter), 0))["loss"]
+        index = next(counter)
+        module.method.before_training_step(index, total_steps)  # as PretrainModule.training_step (momentum updates)
+        loss = module.method(batch, module.generator(0, index, 0))["loss"]
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
@@ -118,14 +121,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         output_dir=tmp / "run",
     )
     torch.manual_seed(0)
-    dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=int(cfg.method.views), seed=0)
+    dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=method_class(cfg.method).views, seed=0)
     dm.prepare_data()
     dm.setup()
     module = PretrainModule(cfg.method, cfg.model, cfg.optim, dm.in_channels, seed=0)
     memory_format = torch.channels_last_3d if args.channels_last else torch.contiguous_format
     module = module.to(memory_format=memory_format)
     total = 2 + 2 * args.rounds * args.steps + 2
-    step = make_step(module, build_optimizer(param_groups(module.method, cfg.optim), cfg.optim, total), 1.0)
+    step = make_step(module, build_optimizer(param_groups(module.method, cfg.optim), cfg.optim, total), 1.0, total)
 
     def fmt(batch: dict[str, Any]) -> dict[str, Any]:
         if not args.channels_last:

@@ -77,11 +77,14 @@ class Stage:
 
 
 def config_hash(cfg: DictConfig, fingerprint: str) -> str:
-    """A short hash of what determines a stage's outputs: its config without ``paths``/``resume``, the
-    dataset fingerprint and the toolkit version."""
+    """A short hash of what determines a stage's outputs: its config without ``paths``/``resume`` (and
+    without ``method._target_``, which ``method.name`` stands for), the dataset fingerprint and the toolkit
+    version."""
     content = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(content, dict)
     content = {k: v for k, v in content.items() if k not in ("paths", "resume")}
+    if isinstance(content.get("method"), dict):  # stages hashed before methods named their class stay reused
+        content["method"] = {k: v for k, v in content["method"].items() if k != "_target_"}
     text = OmegaConf.to_yaml(OmegaConf.create(content)) + f"\n{fingerprint}\n{ssl_pretrain.__version__}"
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
 

@@ -3,14 +3,16 @@
 ``bssl pretrain data.root=DIR method=mae|simclr|mae_simclr|vicreg [preset=cpu|gpu] [resume=auto|PATH]``
 composes configs/pretrain.yaml and calls :func:`run`, which trains a
 :class:`~ssl_pretrain.methods.module.PretrainModule` on patches from
-:class:`~ssl_pretrain.data.datamodule.BrainDataModule` and leaves in the run directory:
+:class:`~ssl_pretrain.data.datamodule.BrainDataModule` (as many views and targets as the method's class asks
+for; ``method=`` takes any file of configs/method/) and leaves in the run directory:
 
 - ``encoder.pt`` + ``encoder.json``: the encoder's state dict (loads with ``weights_only=True``) and its
   sidecar (architecture, modalities in channel order, spacing, normalisation, method, data fingerprint,
   toolkit version), written by :func:`ssl_pretrain.models.checkpoint.save_weights`;
 - ``metrics.csv`` (per-step ``train/*``, per-validation ``val/*``, learning rate) and ``loss_curve.png``;
-- MAE methods: ``mae_reconstruction.png`` (input / masked / reconstruction slices through the brainstem
-  of a validation subject) and ``mae_cross_modal.png`` (every modality predicted from T1w alone);
+- methods that reconstruct (a ``reconstructor()``: MAE, MAE + SimCLR): ``mae_reconstruction.png`` (input /
+  masked / reconstruction slices through the brainstem of a validation subject) and ``mae_cross_modal.png``
+  (every modality predicted from T1w alone);
 - ``embedding_quality.json``: the run's evidence (:mod:`ssl_pretrain.evidence`, schema there): frozen
   GM/WM linear probes in the subcortical ROI and the brainstem against the randomly initialised encoder,
   with CIs over validation subjects; for MAE methods the cross-modal reconstruction error from T1w alone
@@ -38,10 +40,9 @@ from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.data.datamodule import BrainDataModule
 from ssl_pretrain.data.grid import read_box
 from ssl_pretrain.data.labels import region_group_indices
-from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.evidence import EVIDENCE_FILE, evidence_report, evidence_settings, summary_lines
 from ssl_pretrain.figures import embedding_quality, plot_loss_curve, plot_mae_reconstruction
-from ssl_pretrain.methods import MAE, ContrastiveMethod, MAESimCLR, check_method_config
+from ssl_pretrain.methods import MAE, ContrastiveMethod, check_method_config, method_class
 from ssl_pretrain.methods.masking import denormalise_blocks
 from ssl_pretrain.methods.module import PretrainModule
 from ssl_pretrain.models.checkpoint import save_weights
@@ -52,13 +53,6 @@ log = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.pt"
 FIGURE_ROI = "brainstem"
-
-
-def _views(method_cfg: DictConfig) -> int:
-    views = method_cfg.get("views")
-    if views not in (1, 2):
-        raise ConfigError("method.views", f"must be 1 or 2, got {views!r}")
-    return int(views)
 
 
 def _encoder_meta(cfg: DictConfig, dm: BrainDataModule, steps: int) -> dict[str, Any]:
@@ -102,8 +96,8 @@ def figure_patch(subject: CachedSubject, patch_size: Iterable[int], roi: str = F
 
 
 def _mae_of(module: PretrainModule) -> MAE:
-    mae = module.method.mae if isinstance(module.method, MAESimCLR) else module.method
-    if not isinstance(mae, MAE):
+    mae = module.method.reconstructor()
+    if mae is None:
         raise TypeError(f"{module.method.name} does not reconstruct masked input")
     return mae
 
@@ -234,7 +228,7 @@ def _write_outputs(
     csv = _metrics_csv(trainer, out)
     if csv is not None:
         plot_loss_curve(csv, out / "loss_curve.png", title=f"{cfg.method.name} pretraining loss")
-    if uses_mae(cfg.method):
+    if module.method.reconstructor() is not None:
         write_mae_figure(module, dm, out / "mae_reconstruction.png", int(cfg.seed))
         write_cross_modal_figure(module, dm, out / "mae_cross_modal.png", str(cfg.evidence.reconstruction_input))
     report = write_evidence(cfg, out, module, dm, initial)
@@ -248,11 +242,6 @@ def _write_outputs(
             t["uniformity"],
             i["uniformity"],
         )
-
-
-def uses_mae(method_cfg: DictConfig) -> bool:
-    """Whether the method reconstructs masked input (needs the clean ``target`` batch key)."""
-    return "mae" in str(method_cfg.name).split("_")
 
 
 def _short_run_logging(cfg: DictConfig) -> DictConfig:
@@ -283,7 +272,7 @@ def run(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> Path:
         ConfigError / DataError / CheckpointError: bad settings, bad input data, an unusable ``resume``.
     """
     out = Path(cfg.paths.output_dir)
-    views = _views(cfg.method)
+    method = method_class(cfg.method)  # an unknown method or views fails before the run directory is made
     deterministic = cfg.trainer.get("deterministic") is True
     # DDP processes other than rank 0 train but leave the run directory's records to rank 0
     rank = int(rank_zero_only.rank)  # type: ignore[attr-defined]
@@ -291,7 +280,7 @@ def run(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> Path:
     with context:
         seed_everything(int(cfg.seed), deterministic=deterministic)
         dm = BrainDataModule(
-            cfg.data, cfg.paths.cache_dir, views=views, seed=int(cfg.seed), clean_target=uses_mae(cfg.method)
+            cfg.data, cfg.paths.cache_dir, views=method.views, seed=int(cfg.seed), clean_target=method.clean_target
         )
         check_method_config(cfg.method, dm.patch_size, dm.batch_size)
         evidence_settings(cfg.evidence, dm.patch_size, 1, dm.modalities)  # bad settings fail before training

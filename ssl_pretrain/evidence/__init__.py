@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -86,6 +86,9 @@ from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.evidence.intervals import mean_ci
 from ssl_pretrain.evidence.probes import REGIONS, input_channels, probe_context, probe_evidence
 from ssl_pretrain.evidence.reconstruction import reconstruction_evidence
+
+if TYPE_CHECKING:
+    from ssl_pretrain.methods.base import PretrainMethod
 
 SCHEMA_VERSION = 1
 EVIDENCE_FILE = "embedding_quality.json"
@@ -165,7 +168,7 @@ def _draw(subjects: Sequence[CachedSubject], k: int, seed: int, prefer_labelled:
 
 
 def evidence_report(
-    method: nn.Module,
+    method: PretrainMethod,
     initial_state: Mapping[str, torch.Tensor],
     train: Sequence[CachedSubject],
     val: Sequence[CachedSubject],
@@ -175,7 +178,8 @@ def evidence_report(
     """Probe and (for MAE methods) reconstruction evidence of a trained method, as the module docstring says.
 
     Args:
-        method: the trained pretraining method (``encoder``; ``mae`` or itself an MAE for reconstruction).
+        method: the trained pretraining method (its ``encoder``; its ``reconstructor()``, if any, for the
+            reconstruction evidence).
         initial_state: ``method.state_dict()`` before the first step (the random-encoder reference).
         train / val: the run's train- and validation-split cached subjects.
         modalities: channel names.
@@ -184,8 +188,6 @@ def evidence_report(
     Returns:
         The JSON payload (without ``embeddings``); ``method`` ends with its trained weights.
     """
-    from ssl_pretrain.methods.mae import MAE
-
     trained = {k: v.detach().clone() for k, v in method.state_dict().items()}
     method.load_state_dict(initial_state)
     encoder = cast(nn.Module, method.encoder)
@@ -203,8 +205,8 @@ def evidence_report(
         "settings": {k: v for k, v in settings.items() if k not in ("stride", "patch_size")},
         "probes": probe_evidence(encoders, train_used, val_used, modalities, settings),
     }
-    mae = getattr(method, "mae", method)
-    if isinstance(mae, MAE):
+    mae = method.reconstructor()
+    if mae is not None:
         report["reconstruction"] = reconstruction_evidence(mae, train_used, val_used, modalities, settings)
     return report
 

@@ -32,14 +32,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import ACQUIRED, IMAGE, PRESENCE, TARGET
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.methods.base import Patch, PretrainMethod
 from ssl_pretrain.methods.masking import apply_mask, as_block, normalise_blocks, random_block_mask
 from ssl_pretrain.models.sparse import SparseMasking
+from ssl_pretrain.models.unet import build_unet
+
+
+def check_masking(cfg: DictConfig, patch: Patch) -> None:
+    """Raise :class:`ConfigError` for a ``method.mask_ratio`` outside (0, 1) or a ``method.mask_block`` that
+    does not divide the patch ``(X, Y, Z)``."""
+    ratio = float(cfg.mask_ratio)
+    if not 0.0 < ratio < 1.0:
+        raise ConfigError("method.mask_ratio", f"must lie strictly between 0 and 1, got {ratio}")
+    try:
+        block = as_block(cfg.mask_block)
+    except (ValueError, TypeError) as err:
+        raise ConfigError("method.mask_block", str(err)) from None
+    if any(p % b for p, b in zip(patch, block, strict=True)):
+        raise ConfigError("method.mask_block", f"{block} does not divide data.patch_size {patch}")
 
 
 def loss_weights(mask: Tensor, presence: Tensor, acquired: Tensor | None = None) -> Tensor:
@@ -113,8 +131,8 @@ class MAELoss(nn.Module):
         return (mse * used).sum() / used.sum().clamp_min(1.0)
 
 
-class MAE(nn.Module):
-    """The MAE objective around a U-Net whose output has the input's channels.
+class MAE(PretrainMethod):
+    """The MAE objective around a U-Net whose output has the input's channels (one view, clean targets).
 
     Args:
         unet: a U-Net ``(B, C, X, Y, Z) -> (B, C, X, Y, Z)`` with an ``encoder`` attribute.
@@ -127,8 +145,9 @@ class MAE(nn.Module):
         sparse_norm: SparK-style sparse encoder (statistics on visible voxels; no mask token).
     """
 
-    name = "mae"
-    views = 1
+    name: ClassVar[str] = "mae"
+    views: ClassVar[int] = 1
+    clean_target: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -155,10 +174,39 @@ class MAE(nn.Module):
         self.sparse = SparseMasking(self.encoder) if sparse_norm else None
         self.loss = MAELoss(self.mask_block, norm_target)
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig, model_cfg: DictConfig, in_channels: int) -> MAE:
+        """MAE on a fresh U-Net ``(B, C, X, Y, Z) -> (B, C, X, Y, Z)`` from ``model_cfg`` (keys of method/mae.yaml)."""
+        unet = build_unet(model_cfg, in_channels, in_channels)
+        try:
+            return cls(
+                unet,
+                in_channels,
+                mask_ratio=float(cfg.mask_ratio),
+                mask_block=as_block(cfg.mask_block),
+                norm_target=bool(cfg.get("norm_target", False)),
+                mask_token=bool(cfg.get("mask_token", True)),
+                cross_modal=bool(cfg.get("cross_modal", True)),
+                sparse_norm=bool(cfg.get("sparse_norm", False)),
+            )
+        except ValueError as err:
+            if "sparse normalisation" in str(err):
+                raise ConfigError("method.sparse_norm", str(err)) from None
+            raise
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig, patch: Patch, batch_size: int) -> None:
+        """The mask ratio and block (:func:`check_masking`)."""
+        check_masking(cfg, patch)
+
     @property
     def encoder(self) -> nn.Module:
         """The U-Net's encoder: what pretraining leaves behind."""
         return cast(nn.Module, self.unet.encoder)
+
+    def reconstructor(self) -> MAE:
+        """Itself: its reconstructions are the run's figures and reconstruction evidence."""
+        return self
 
     def draw_mask(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A random ``(B, 1, X, Y, Z)`` block mask for ``image`` (1 = masked)."""

@@ -4,7 +4,9 @@ Random masks (and VICRegL's sampled positions) are drawn from a generator seeded
 micro-batch, rank)`` (training) or ``(seed, batch index, rank)`` (validation), not from the global RNG: a
 resumed run draws the same masks as an uninterrupted one, and the validation loss is measured on the same
 masks every time. Other state a method keeps between steps (SimCLR's memory bank) is registered as
-persistent buffers, so it is in the checkpoint and a resumed run continues it.
+persistent buffers, so it is in the checkpoint and a resumed run continues it. Before every training forward
+the method's :meth:`~ssl_pretrain.methods.base.PretrainMethod.before_training_step` hook runs (SimCLR's
+momentum update).
 Mixed precision (bf16 on CUDA) comes from the Trainer's ``precision``; losses are computed in fp32.
 Epochs reach the patch sampler through Lightning, which calls ``set_epoch`` on the train loader's
 :class:`~ssl_pretrain.data.sampler.EpochSampler` at every epoch start, so this module needs no hook for it.
@@ -13,7 +15,7 @@ Epochs reach the patch sampler through Lightning, which calls ``set_epoch`` on t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -22,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import IMAGE
-from ssl_pretrain.methods import ContrastiveMethod, build_method
+from ssl_pretrain.methods.base import ContrastiveMethod, PretrainMethod
+from ssl_pretrain.methods.from_config import build_method
 
 TRAIN_STREAM, VAL_STREAM = 0, 1
 
@@ -65,16 +68,17 @@ class PretrainModule(L.LightningModule):
                 "seed": int(seed),
             }
         )
-        self.method = build_method(
+        self.method: PretrainMethod = build_method(
             OmegaConf.create(_plain(method_cfg)), OmegaConf.create(_plain(model_cfg)), in_channels
         )
         self.optim_cfg = OmegaConf.create(_plain(optim_cfg))
         self.seed = int(seed)
+        self._steps_total: int | None = None
 
     @property
     def encoder(self) -> nn.Module:
         """The encoder being pretrained."""
-        return self.method.encoder
+        return cast(nn.Module, self.method.encoder)
 
     def generator(self, stream: int, *index: int) -> torch.Generator:
         """A CPU generator seeded by ``(seed, stream, *index, rank)``."""
@@ -97,6 +101,7 @@ class PretrainModule(L.LightningModule):
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         """The method's loss on one batch (logged as ``train/*``)."""
         accumulate = getattr(self.trainer, "accumulate_grad_batches", 1) if self._trainer is not None else 1
+        self.method.before_training_step(self.global_step, self.steps_total)
         out = self.method(batch, self.generator(TRAIN_STREAM, self.global_step, batch_idx % accumulate))
         self._log_outputs("train", out, batch[IMAGE].shape[0], train=True)
         return out["loss"]
@@ -110,6 +115,13 @@ class PretrainModule(L.LightningModule):
         """Optimiser steps of the whole run (``trainer.max_steps``, else estimated from epochs)."""
         max_steps = int(self.trainer.max_steps)
         return max_steps if max_steps > 0 else int(self.trainer.estimated_stepping_batches)
+
+    @property
+    def steps_total(self) -> int:
+        """:meth:`total_steps`, worked out once per module (the hooks' ``total_steps``)."""
+        if self._steps_total is None:
+            self._steps_total = self.total_steps()
+        return self._steps_total
 
     def configure_optimizers(self) -> Any:
         """AdamW + warmup + cosine over the run, from ``optim_cfg`` (no weight decay on biases, norms, mask tokens)."""

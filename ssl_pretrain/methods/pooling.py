@@ -49,7 +49,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
+
+from ssl_pretrain.errors import ConfigError
 
 POOLINGS = ("mean", "max", "meanmax")
 POOL_STAGES = ("last", "all")
@@ -61,6 +64,14 @@ def check_pooling(pooling: str, stages: str) -> None:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     if stages not in POOL_STAGES:
         raise ValueError(f"pool stages must be one of {', '.join(POOL_STAGES)}, got {stages!r}")
+
+
+def check_pooling_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for a ``method.pooling`` or ``method.pool_stages`` that is not known."""
+    for key, allowed in (("pooling", POOLINGS), ("pool_stages", POOL_STAGES)):
+        value = cfg.get(key, allowed[0])
+        if value not in allowed:
+            raise ConfigError(f"method.{key}", f"must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def pooled_dim(feature_channels: Sequence[int], pooling: str = "mean", stages: str = "last") -> int:

@@ -10,7 +10,8 @@ lightly's ``NTXentLoss`` takes its negatives from a queue of the last K second-v
 as MoCo does (He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation
 Learning", CVPR 2020, https://arxiv.org/abs/1911.05722). The second view (the key) is then embedded by a
 *momentum* copy of the encoder and head, an exponential moving average of the trained ones
-(``momentum`` m, lightly's ``update_momentum`` at every training forward), so the queued keys change
+(``momentum`` m, lightly's ``update_momentum`` in :meth:`SimCLR.before_training_step`, before every training
+forward), so the queued keys change
 slowly and stay comparable (MoCo's ablation: m = 0, a queue of keys from the trained network itself,
 fails to converge). The queue (``loss.memory_bank.bank`` and its pointer) is registered as persistent
 state and the momentum copy is ordinary (frozen) parameters, so both are saved in checkpoints and a
@@ -38,16 +39,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B
-from ssl_pretrain.methods.pooling import pooled_dim, pooled_features
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.methods.base import ContrastiveMethod, Patch
+from ssl_pretrain.methods.pooling import check_pooling_config, pooled_dim, pooled_features
+from ssl_pretrain.models.unet import build_encoder
 
 
 def persist_memory_bank(loss: nn.Module) -> None:
@@ -64,7 +69,19 @@ def persist_memory_bank(loss: nn.Module) -> None:
         bank.register_buffer(name, getattr(bank, name), persistent=True)
 
 
-class SimCLR(nn.Module):
+def check_ntxent(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for a ``method.temperature``, ``memory_bank_size`` or ``momentum`` out of range."""
+    if float(cfg.temperature) <= 0:
+        raise ConfigError("method.temperature", f"must be > 0, got {cfg.temperature}")
+    size = cfg.get("memory_bank_size", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ConfigError("method.memory_bank_size", f"must be an integer >= 0 (0: no bank), got {size!r}")
+    momentum = float(cfg.get("momentum", 0.0))
+    if not 0.0 <= momentum < 1.0:
+        raise ConfigError("method.momentum", f"must lie in [0, 1) (0: no momentum encoder), got {momentum}")
+
+
+class SimCLR(ContrastiveMethod):
     """The SimCLR objective around an encoder with multi-scale outputs.
 
     Args:
@@ -80,8 +97,8 @@ class SimCLR(nn.Module):
             (:mod:`ssl_pretrain.methods.pooling`: ``mean`` | ``max`` | ``meanmax`` of ``last`` | ``all`` stages).
     """
 
-    name = "simclr"
-    views = 2
+    name: ClassVar[str] = "simclr"
+    views: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -121,22 +138,55 @@ class SimCLR(nn.Module):
             deactivate_requires_grad(self.momentum_encoder)
             deactivate_requires_grad(self.momentum_head)
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig, model_cfg: DictConfig, in_channels: int) -> SimCLR:
+        """SimCLR on a fresh encoder from ``model_cfg`` (keys of configs/method/simclr.yaml)."""
+        return cls.on_encoder(build_encoder(model_cfg, in_channels), cfg)
+
+    @classmethod
+    def on_encoder(cls, encoder: nn.Module, cfg: DictConfig) -> SimCLR:
+        """SimCLR around an existing ``encoder`` (MAE + SimCLR shares the U-Net's), from the ``method`` keys."""
+        head = cfg.head
+        return cls(
+            encoder,
+            hidden_dim=int(head.hidden_dim),
+            output_dim=int(head.output_dim),
+            num_layers=int(head.num_layers),
+            batch_norm=bool(head.batch_norm),
+            temperature=float(cfg.temperature),
+            gather_distributed=bool(cfg.gather_distributed),
+            memory_bank_size=int(cfg.get("memory_bank_size", 0)),
+            momentum=float(cfg.get("momentum", 0.0)),
+            pooling=str(cfg.get("pooling", "mean")),
+            pool_stages=str(cfg.get("pool_stages", "last")),
+        )
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig, patch: Patch, batch_size: int) -> None:
+        """Two samples per batch at least, the pooling (:func:`check_pooling_config`) and the NT-Xent settings."""
+        cls.require_batch(batch_size)
+        check_pooling_config(cfg)
+        check_ntxent(cfg)
+
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""
         features = pooled_features(self.encoder, image, self.pooling, self.pool_stages)
         return features, self.head(features)
 
-    def keys(self, image: Tensor) -> Tensor:
-        """Second-view projections ``(B, D)``: from the momentum copy (no gradient) when there is one.
+    def before_training_step(self, step: int, total_steps: int) -> None:
+        """Move the momentum copy towards the trained network, ``θ_k ← m θ_k + (1 − m) θ`` (without one: nothing).
 
-        In training mode with gradients enabled the momentum copy first moves towards the trained network
-        (``θ_k ← m θ_k + (1 − m) θ``); validation and evaluation leave it alone.
+        Called before each training forward; validation and evaluation leave the copy alone.
         """
         if self.momentum_encoder is None or self.momentum_head is None:
+            return
+        update_momentum(self.encoder, self.momentum_encoder, self.momentum)
+        update_momentum(self.head, self.momentum_head, self.momentum)
+
+    def keys(self, image: Tensor) -> Tensor:
+        """Second-view projections ``(B, D)``: from the momentum copy (no gradient) when there is one."""
+        if self.momentum_encoder is None or self.momentum_head is None:
             return self.embed(image)[1]
-        if self.training and torch.is_grad_enabled():
-            update_momentum(self.encoder, self.momentum_encoder, self.momentum)
-            update_momentum(self.head, self.momentum_head, self.momentum)
         with torch.no_grad():
             return self.momentum_head(pooled_features(self.momentum_encoder, image, self.pooling, self.pool_stages))
 

@@ -23,17 +23,21 @@ objective, and its variance/covariance terms are estimated over many vectors per
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
 from lightly.loss import VICRegLoss
 from lightly.loss.vicreg_loss import covariance_loss, invariance_loss, variance_loss
 from lightly.models.modules.heads import ProjectionHead
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.methods.base import ContrastiveMethod, Patch
 from ssl_pretrain.methods.local_vicreg import LocalVICRegLoss
-from ssl_pretrain.methods.pooling import pool_maps, pooled_dim, pooled_features
+from ssl_pretrain.methods.pooling import check_pooling_config, pool_maps, pooled_dim, pooled_features
+from ssl_pretrain.models.unet import build_encoder
 
 HEAD_NORMS = ("none", "layer", "batch")
 
@@ -66,7 +70,35 @@ def vicreg_head(
     return ProjectionHead(blocks)
 
 
-class VICReg(nn.Module):
+def local_term(cfg: DictConfig, feature_channels: Sequence[int]) -> LocalVICRegLoss | None:
+    """VICRegL's local term from ``method.local`` (None when absent or ``alpha`` is 1).
+
+    Args:
+        cfg: the ``method`` config group (``local`` and the ``lambda/mu/nu_param`` weights).
+        feature_channels: the encoder's channels per stage, fine to coarse.
+    """
+    local = cfg.get("local")
+    if not local or float(local.get("alpha", 1.0)) >= 1.0:
+        return None
+    stages = local.get("stages")
+    stages = list(range(len(feature_channels) - 1)) if stages is None else [int(s) for s in stages]
+    try:
+        return LocalVICRegLoss(
+            feature_channels,
+            stages or [0],
+            hidden_dim=int(local.hidden_dim),
+            output_dim=int(local.output_dim),
+            positions=int(local.positions),
+            matches=int(local.matches),
+            lambda_param=float(cfg.lambda_param),
+            mu_param=float(cfg.mu_param),
+            nu_param=float(cfg.nu_param),
+        )
+    except ValueError as err:
+        raise ConfigError("method.local", str(err)) from None
+
+
+class VICReg(ContrastiveMethod):
     """The VICReg objective around an encoder with multi-scale outputs.
 
     Args:
@@ -82,8 +114,8 @@ class VICReg(nn.Module):
             (:mod:`ssl_pretrain.methods.pooling`: ``mean`` | ``max`` | ``meanmax`` of ``last`` | ``all`` stages).
     """
 
-    name = "vicreg"
-    views = 2
+    name: ClassVar[str] = "vicreg"
+    views: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -113,6 +145,39 @@ class VICReg(nn.Module):
             raise ValueError(f"alpha must lie in [0, 1) with a local term, got {alpha}")
         self.local = local
         self.alpha = float(alpha) if local is not None else 1.0
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, model_cfg: DictConfig, in_channels: int) -> VICReg:
+        """VICReg (with VICRegL's local term if ``method.local`` asks) on a fresh encoder from ``model_cfg``."""
+        head = cfg.head
+        encoder = build_encoder(model_cfg, in_channels)
+        local = local_term(cfg, cast(Sequence[int], encoder.feature_channels))  # initialised before the head
+        return cls(
+            encoder,
+            hidden_dim=int(head.hidden_dim),
+            output_dim=int(head.output_dim),
+            num_layers=int(head.num_layers),
+            lambda_param=float(cfg.lambda_param),
+            mu_param=float(cfg.mu_param),
+            nu_param=float(cfg.nu_param),
+            gather_distributed=bool(cfg.gather_distributed),
+            head_norm=str(head.get("norm", "none")),
+            local=local,
+            alpha=float((cfg.get("local") or {}).get("alpha", 1.0)),
+            pooling=str(cfg.get("pooling", "mean")),
+            pool_stages=str(cfg.get("pool_stages", "last")),
+        )
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig, patch: Patch, batch_size: int) -> None:
+        """Two samples per batch at least, the pooling, ``head.norm`` and ``local.alpha``."""
+        cls.require_batch(batch_size)
+        check_pooling_config(cfg)
+        if cfg.head.get("norm", "none") not in HEAD_NORMS:
+            raise ConfigError("method.head.norm", f"must be one of {', '.join(HEAD_NORMS)}, got {cfg.head.norm!r}")
+        alpha = float((cfg.get("local") or {}).get("alpha", 1.0))
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError("method.local.alpha", f"must lie in [0, 1] (1: no local term), got {alpha}")
 
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""

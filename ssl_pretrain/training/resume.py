@@ -48,6 +48,7 @@ RESUME_IGNORED_KEYS = (
     "trainer.log_every_n_steps",
     "trainer.checkpoint_every_n_steps",
     "data.num_workers",
+    "method._target_",  # configs written before methods named their class; method.name still tells them apart
 )
 CONFIG_FILES = ("config.yaml", ".hydra/config.yaml")
 OFF_VALUES = (None, False, "", "none", "null", "false", "never")

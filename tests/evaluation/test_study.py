@@ -124,6 +124,15 @@ def test_stage_hash_follows_the_config_not_the_paths(tmp_path):
     assert config_hash(moved, "fp") == config_hash(a.cfg, "fp")
 
 
+def test_a_pretrain_stage_hashed_before_methods_named_their_class_is_reused(tmp_path):
+    cfg = study_config(tmp_path, tmp_path / "bids", ["ssl_mae"])
+    stage = compose_stage("pretrain-mae", "pretrain", ["method=mae"], cfg, "fp")
+    recorded = stage.cfg.copy()
+    with open_dict(recorded):
+        del recorded.method["_target_"]
+    assert config_hash(recorded, "fp") == config_hash(stage.cfg, "fp")
+
+
 def test_bad_study_settings_name_their_key(tmp_path):
     cfg = study_config(tmp_path, tmp_path / "bids", ["scratch"])
     for name, spec, key in [

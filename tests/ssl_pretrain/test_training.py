@@ -411,6 +411,16 @@ def test_resume_auto_reads_this_runs_config_yaml_when_no_config_is_given(tmp_pat
     assert resolve_resume("auto", tmp_path / "c") is None  # no config anywhere: start fresh
 
 
+def test_resume_auto_continues_a_run_recorded_before_methods_named_their_class(tmp_path):
+    recorded = {"task_name": "pretrain", "method": {"name": "mae", "mask_ratio": 0.75}}
+    ckpt = write_run(tmp_path / "pretrain", "old", recorded, mtime=100)
+    now = {**recorded, "method": {"_target_": "ssl_pretrain.methods.mae.MAE", **recorded["method"]}}
+    out = tmp_path / "pretrain" / "new"
+    assert resolve_resume("auto", out, OmegaConf.create(now)) == str(ckpt)
+    other = {**now, "method": {**now["method"], "name": "simclr"}}
+    assert resolve_resume("auto", out, OmegaConf.create(other)) is None
+
+
 # --- distributed ----------------------------------------------------------------------------------------
 
 DDP_SCRIPT = """

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from ssl_pretrain.config import CONFIG_DIR
 from ssl_pretrain.data.batch import IMAGE, IMAGE_B, PRESENCE, PRESENCE_B
 from ssl_pretrain.errors import ConfigError
-from ssl_pretrain.methods import METHODS, build_method, check_method_config
+from ssl_pretrain.methods import METHODS, MAESimCLR, build_method, check_method_config, method_class
 
 TINY_MODEL = OmegaConf.create(
     {
@@ -49,13 +49,13 @@ def two_view_batch(b: int = 3, c: int = 2, n: int = 16) -> dict[str, torch.Tenso
 def test_every_method_trains_its_encoder(name: str) -> None:
     torch.manual_seed(0)
     method = build_method(method_cfg(name, mask_block=4), TINY_MODEL, 2)
-    assert method.name == name and method.views == (1 if name == "mae" else 2)
+    assert method.name == name and method.views == method_cfg(name).views  # the config's views are the class's
     out = method(two_view_batch(), torch.Generator().manual_seed(1))
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
     out["loss"].backward()
     stem = method.encoder.stem.conv.weight
     assert stem.grad is not None and stem.grad.abs().sum() > 0
-    if name == "mae_simclr":
+    if isinstance(method, MAESimCLR):
         expected = method.weight_mae * out["mae"] + method.weight_simclr * out["simclr"]
         assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 
@@ -98,6 +98,9 @@ def test_mae_simclr_contrasts_unmasked_views() -> None:
         ("vicreg", {"local": {"alpha": 1.5}}, 16, 2, "method.local.alpha"),
         ("simclr", {"pooling": "median"}, 16, 2, "method.pooling"),
         ("vicreg", {"pool_stages": "first"}, 16, 2, "method.pool_stages"),
+        ("simclr", {"views": 1}, 16, 2, "method.views"),
+        ("mae", {"_target_": "ssl_pretrain.methods.byol.BYOL"}, 16, 2, "method._target_"),
+        ("mae", {"_target_": "collections.OrderedDict"}, 16, 2, "method._target_"),
     ],
 )
 def test_bad_method_config_names_the_key(name: str, overrides: dict, patch: object, batch: int, key: str) -> None:
@@ -133,3 +136,17 @@ def test_configs_build_the_faithful_defaults() -> None:
 def test_local_stages_outside_the_encoder_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"method\.local"):
         build_method(method_cfg("vicreg", local={"stages": [5]}), TINY_MODEL, 2)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_config_recorded_without_target_builds_the_same_method(name: str) -> None:
+    """Runs recorded before configs carried ``_target_`` (config.yaml, checkpoint hyperparameters) name the
+    method only: its class is the one configs/method/<name>.yaml names, with the same weights."""
+    cfg = method_cfg(name, mask_block=4)
+    recorded = OmegaConf.create({k: v for k, v in cfg.items() if k != "_target_"})
+    assert method_class(recorded) is method_class(cfg)
+    torch.manual_seed(0)
+    current = build_method(cfg, TINY_MODEL, 2).state_dict()
+    torch.manual_seed(0)
+    old = build_method(recorded, TINY_MODEL, 2).state_dict()
+    assert current.keys() == old.keys() and all(torch.equal(current[k], old[k]) for k in current)

@@ -129,9 +129,10 @@ def test_momentum_key_encoder_is_an_ema_updated_only_in_training() -> None:
     batch = {IMAGE: image, IMAGE_B: image.flip(2), PRESENCE: torch.ones(2, 2), PRESENCE_B: torch.ones(2, 2)}
     method.eval()
     with torch.no_grad():
-        method(batch)  # validation: the key encoder stays
+        method(batch)  # validation (no hook): the key encoder stays
     assert all(torch.equal(a, b) for a, b in zip(before, method.momentum_encoder.parameters(), strict=True))
     method.train()
+    method.before_training_step(0, 1)  # PretrainModule.training_step calls the hook before each forward
     out = method(batch)
     for b, trained, key in zip(before, method.encoder.parameters(), method.momentum_encoder.parameters(), strict=True):
         torch.testing.assert_close(key, 0.9 * b + 0.1 * trained)  # θ_k ← m θ_k + (1 − m) θ
