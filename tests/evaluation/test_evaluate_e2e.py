@@ -50,7 +50,15 @@ def test_evaluate_over_a_chain_of_runs(tmp_path, demo_cohort):
     predict.run(compose_config("predict", [*base, f"predict.model={stem}"], output_dir=runs / "pred"))
     cfg = compose_config(
         "evaluate",
-        [*base, f"runs=[{runs}]", "bootstrap.n=200", "probe.voxels_per_subject=40", "baselines.methods=[gmm]"],
+        [
+            *base,
+            f"runs=[{runs}]",
+            "bootstrap.n=200",
+            "probe.voxels_per_subject=40",
+            "probe.n_null=10",
+            "probe.regions=[subcortical,brainstem]",
+            "baselines.methods=[gmm]",
+        ],
         output_dir=tmp_path / "eval",
     )
     out = evaluate.run(cfg)

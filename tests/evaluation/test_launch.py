@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -177,29 +178,40 @@ def _sections(report: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_study_through_the_local_executor_gives_the_inline_results(tmp_path, demo_cohort):
+    """Inline first; then, with a brainstem run and the evaluation gone, the local executor re-runs them as real
+    processes (in dependency order) beside the reused stages, and the report is the inline one."""
     chosen = ["scratch", "subcortical"]
-    extra = ["study.k=[0,1]", "study.seeds=[0]", "study.crossfit_folds=null", "study.jobs.poll_s=0.5"]
-    inline_out = run_study(study_config(tmp_path / "inline", demo_cohort, chosen, extra))
-    local_cfg = study_config(tmp_path / "local", demo_cohort, chosen, [*extra, "study.launcher=local"])
+    extra = ["study.k=[1]", "study.seeds=[0]", "study.crossfit_folds=null", "study.jobs.poll_s=0.5"]
+    inline_out = run_study(study_config(tmp_path, demo_cohort, chosen, extra))
+    inline = json.loads((inline_out / "study.json").read_text())
+    inline_results = Path(inline["results"]).read_text()
+    removed = [s for s in inline["stages"] if s["name"].startswith("brainstem-scratch-") or s["name"] == "evaluate"]
+    assert len(removed) == 2
+    for stage in removed:
+        shutil.rmtree(stage["path"])
+
+    local_cfg = study_config(tmp_path, demo_cohort, chosen, [*extra, "study.launcher=local"])
     with open_dict(local_cfg):
+        local_cfg.paths.output_dir = str(tmp_path / "local")
         local_cfg.study.plan_only = True
     planned = plan(local_cfg)
+    assert sorted(p.stage.name for p in planned if not p.reused) == sorted(s["name"] for s in removed)
     local_cfg.study.plan_only = False
     local_out = run_study(local_cfg)
-    inline, local = (json.loads((out / "study.json").read_text()) for out in (inline_out, local_out))
+    local = json.loads((local_out / "study.json").read_text())
     assert local["launcher"] == "local" and all(s["status"] == "complete" for s in local["stages"])
-    assert (
-        [s["name"] for s in local["stages"]] == [s["name"] for s in inline["stages"]] == [p.stage.name for p in planned]
-    )
-    assert any((local_out / "jobs").glob("*/*_log.out"))  # each stage ran as a submitit job
-    a, b = (json.loads(Path(summary["results"]).read_text()) for summary in (inline, local))
+    assert [s["name"] for s in local["stages"]] == [s["name"] for s in inline["stages"]]
+    assert local["reused"] == len(inline["stages"]) - len(removed)
+    logs = sorted(p.parent.name for p in (local_out / "jobs").glob("*/*_log.out"))
+    assert len(logs) == len(removed)  # each re-run stage ran as a submitit job, in its own process
+    a, b = json.loads(inline_results), json.loads(Path(local["results"]).read_text())
     assert set(a) == set(b)
     assert json.dumps(a["segmentation"], sort_keys=True) == json.dumps(b["segmentation"], sort_keys=True)
     assert _sections((inline_out / "report.html").read_text()) == _sections((local_out / "report.html").read_text())
-    jobs = len(list((local_out / "jobs").iterdir()))
+
     again = json.loads((run_study(local_cfg) / "study.json").read_text())
     assert again["reused"] == len(local["stages"])  # finished jobs' stages are reused, without a job
-    assert len(list((local_out / "jobs").iterdir())) == jobs
+    assert sorted(p.parent.name for p in (local_out / "jobs").glob("*/*_log.out")) == logs
 
 
 @pytest.mark.slow
