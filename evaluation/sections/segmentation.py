@@ -1,12 +1,12 @@
-"""Segmentation accuracy with all labels: the deep models' Dice (k = all) beside classical baselines that use
-no training labels, on the same test subjects and ROIs (DESIGN §9 ``segmentation`` and ``baselines``)."""
+"""Segmentation accuracy with all labels: the deep models' Dice (k = all; DESIGN §9 ``segmentation``) beside
+the classical baselines that use no training labels, on the same test subjects and ROIs (computed by
+:mod:`evaluation.sections.baselines`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from evaluation.baseline_scores import BaselineSettings, baseline_rows, stage_rois
 from evaluation.learning_curves import segmentation_summary
 from evaluation.report_html import ci, e, missing, num, table
 from evaluation.runs import column_rows
@@ -18,36 +18,6 @@ REGION_ANCHORS = (
 )
 # results key -> the metrics.csv column prefix of fine-tuning runs with all labels that it summarises
 EXTRA_COLUMNS = {"region_segmentation": "dice_region_", "t1w_only": "t1w_only_dice_"}
-
-
-def _deep(ctx: Context) -> dict[str, Any]:
-    """Dice of the runs with all labels: tissue classes, region heads and T1w-only inference."""
-    out: dict[str, Any] = {}
-    summary = {"n_boot": ctx.n_boot, "seed": ctx.seed}
-    full = [row for row in ctx.rows if str(row["k"]) == "all"]
-    if full:
-        out["segmentation"] = segmentation_summary(full, **summary)
-    tuned_full = [r for r in ctx.runs if r.kind == "finetune" and r.k == "all"]
-    for key, prefix in EXTRA_COLUMNS.items():
-        extra = [row for r in tuned_full for row in column_rows(r, prefix)]
-        if key == "t1w_only":
-            extra = [row for row in extra if row["class"] in (*ctx.classes, "CSF")]
-        if extra:
-            out[key] = segmentation_summary(extra, **summary)
-    return out
-
-
-def _baselines(ctx: Context) -> dict[str, Any]:
-    """The classical classifiers of ``baselines.methods`` on the test subjects, in each stage's recorded ROI."""
-    if not ctx.cfg.baselines.methods:
-        return {}
-    settings = BaselineSettings.from_config(ctx.cfg.baselines)
-    recorded = {str(r.stage): r.sidecar["stage_config"] for r in ctx.runs if r.sidecar.get("stage_config")}
-    rois = stage_rois(recorded, settings.stages)
-    test, val = ctx.splits["test"], ctx.splits["val"]
-    per_method, setup = baseline_rows(test, val, rois, ctx.classes, settings, ctx.seed)
-    scores = {m: segmentation_summary(r, n_boot=ctx.n_boot, seed=ctx.seed) for m, r in per_method.items() if r}
-    return {"baselines": scores, "baselines_setup": setup}
 
 
 def _classes(seg: Mapping[str, Any], baselines: Mapping[str, Any], region: str) -> list[str]:
@@ -95,7 +65,20 @@ class Segmentation(Section):
     title = "Segmentation accuracy with all labels"
 
     def compute(self, ctx: Context) -> dict[str, Any]:
-        return {**_deep(ctx), **_baselines(ctx)}
+        """Dice of the runs with all labels: tissue classes, region heads and T1w-only inference."""
+        out: dict[str, Any] = {}
+        summary = {"n_boot": ctx.n_boot, "seed": ctx.seed}
+        full = [row for row in ctx.rows if str(row["k"]) == "all"]
+        if full:
+            out["segmentation"] = segmentation_summary(full, **summary)
+        tuned_full = [r for r in ctx.runs if r.kind == "finetune" and r.k == "all"]
+        for key, prefix in EXTRA_COLUMNS.items():
+            extra = [row for r in tuned_full for row in column_rows(r, prefix)]
+            if key == "t1w_only":
+                extra = [row for row in extra if row["class"] in (*ctx.classes, "CSF")]
+            if extra:
+                out[key] = segmentation_summary(extra, **summary)
+        return out
 
     def render(self, results: Mapping[str, Any], figures: str) -> str:
         seg = results.get("segmentation") or {}
