@@ -13,5 +13,7 @@ Modules (import what you need; nothing heavy is imported here):
 - :mod:`evaluation.results_file`: ``results.json`` (strict JSON, atomic writes).
 - :mod:`evaluation.compute`: wall-clock compute of each initialisation's chain of runs.
 - :mod:`evaluation.figures`, :mod:`evaluation.report`: PNG figures and the self-contained ``report.html``
-  (:mod:`evaluation.captions`, :mod:`evaluation.report_html`, :mod:`evaluation.report_sections`).
+  (:mod:`evaluation.captions`, :mod:`evaluation.report_html`).
+- :mod:`evaluation.sections`: the report's sections, one file each (what it adds to ``results.json``, its
+  figures, captions and HTML), listed in ``report.sections`` of ``configs/evaluate.yaml``.
 """

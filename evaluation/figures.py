@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from evaluation.learning_curves import k_order
+from evaluation.sections.instantiate import default_sections, draw_figures
 from ssl_pretrain.data.labels import TISSUE_CLASSES
 
 Matrix = Mapping[str, Mapping[str, float]]
@@ -264,20 +265,10 @@ def centre_slices(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def figures_from_results(results: Mapping[str, Any]) -> dict[str, bytes]:
-    """The figures that ``results.json`` alone determines: transfer matrix, CKA, shift, learning curves.
+    """The figures that ``results.json`` alone determines, drawn by the default report sections
+    (:meth:`evaluation.sections.base.Section.draw`: transfer matrix, CKA, shift, learning and training curves).
 
     Group plots and overlays need the per-subject table and the images: draw them with
     :func:`group_png` and :func:`overlay_png`.
     """
-    out: dict[str, bytes] = {}
-    if results.get("transfer_matrix"):
-        out["transfer_matrix"] = transfer_matrix_png(results["transfer_matrix"])
-    if results.get("cka"):
-        out["cka"] = similarity_png(results["cka"], "linear CKA")
-    if results.get("shift"):
-        out["shift"] = similarity_png(results["shift"], "domain shift (balanced accuracy)")
-    if results.get("learning_curves"):
-        out["learning_curves"] = learning_curves_png(results["learning_curves"])
-    if results.get("training_curves"):
-        out["training_curves"] = training_curves_png(results["training_curves"])
-    return out
+    return draw_figures(default_sections(), results)

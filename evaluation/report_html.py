@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,3 +70,21 @@ def details(label: str, body: str) -> str:
 def missing(what: str) -> str:
     """The line a section shows when its part of the evaluation was not run."""
     return f'<p class="missing">Not part of this evaluation ({e(what)} not run or not configured).</p>'
+
+
+def matrix_tables(
+    matrices: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    corner: str,
+    cis: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> str:
+    """One table per ``{name: {row: {column: value}}}`` matrix, with its CI per cell where ``cis`` has one."""
+    out = ""
+    for name, matrix in matrices.items():
+        cols = list(dict.fromkeys(c for r in matrix.values() for c in r))
+        bounds = (cis or {}).get(name) or {}
+        rows = (
+            [f"<b>{e(r)}</b>", *(num(matrix[r].get(c)) + ci((bounds.get(r) or {}).get(c)) for c in cols)]
+            for r in matrix
+        )
+        out += f"<h4>{e(name)}</h4>" + table([e(corner), *(e(c) for c in cols)], rows)
+    return out

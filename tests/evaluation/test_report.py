@@ -127,8 +127,8 @@ def test_pretraining_evidence_is_collected_and_shown(tmp_path):
     import json
 
     from evaluation.report import render_html
-    from evaluation.report_pretraining import collect_evidence
     from evaluation.runs import Run
+    from evaluation.sections.pretraining import collect_evidence
 
     evidence = {"probes": {"status": "done", "regions": {"brainstem": {"n_val_subjects": 3, "inputs": {"T1w": {
         "pretrained": {"mean": 0.81, "ci95": [0.7, 0.9]}, "random": {"mean": 0.72}, "gap": {"mean": 0.09}}}}}},

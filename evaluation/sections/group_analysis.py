@@ -1,11 +1,24 @@
-"""The report's patients-versus-controls section: model measures only, cross-fitted, checked against the truth."""
+"""Patients versus controls on the model's measures: cross-fitted, checked against the simulated truth where
+there is one (DESIGN §9 ``group_analysis``, §10 rule 6; the analysis itself is :mod:`evaluation.groups`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-from evaluation.report_html import ci, details, e, missing, num, pval, section, table
+from evaluation.groups import analyse_groups
+from evaluation.report_html import ci, details, e, missing, num, pval, table
+from evaluation.sections.base import Context, Section
+
+
+def _group_source(results: Mapping[str, Any]) -> str:
+    rows = results.get("group_analysis") or []
+    text = f"volumes.tsv of {results['group_source']}" if results.get("group_source") else ""
+    if rows:
+        r = rows[0]
+        n = f"{r.get('n_control')} {r.get('control', 'controls')} / {r.get('n_patient')} {r.get('patient', 'patients')}"
+        text = f"{text}; {n}" if text else n
+    return text
 
 
 def _main_rows(rows: list[Mapping[str, Any]], primary: str) -> list[list[str]]:
@@ -49,13 +62,8 @@ def _check_rows(rows: list[Mapping[str, Any]]) -> list[list[str]]:
     return out
 
 
-def group_section(results: Mapping[str, Any], figs: str) -> str:
-    """Patients versus controls on the model's volumes, with the checks that could have failed."""
-    rows = results.get("group_analysis") or []
-    excluded = results.get("group_excluded") or []
-    if not rows and not excluded:
-        return section("group", "Patients versus controls", missing("group analysis") + figs)
-    first = rows[0] if rows else {}
+def _intro(results: Mapping[str, Any], first: Mapping[str, Any]) -> str:
+    """Who is compared with whom, on what, cross-fitted or not, and which analysis is primary."""
     control, patient = first.get("control", "controls"), first.get("patient", "patients")
     primary = first.get("primary") or results.get("group_primary") or "raw"
     covariates = ", ".join(str(c) for c in first.get("covariates") or []) or "nothing"
@@ -78,21 +86,32 @@ def group_section(results: Mapping[str, Any], figs: str) -> str:
     left = results.get("group_left_out") or []
     if left:
         body += f'<p class="note">{len(left)} subject(s) left out: every model that predicted them had seen them.</p>'
+    return body
+
+
+def _main_table(rows: list[Mapping[str, Any]], control: str, patient: str, primary: str) -> str:
     header = ["measure", f"n {e(control)} / {e(patient)}", f"mean {e(control)} / {e(patient)} (mm³)"]
     header += [f"primary ({e(primary)}): difference % [95% CI]", "p", "p (Holm)", "Cohen's d [95% CI]"]
     header += ["secondary: difference % [95% CI]", "p", "true difference % (simulation)"]
-    if rows:
-        body += table(header, _main_rows(rows, primary))
+    return table(header, _main_rows(rows, primary)) if rows else ""
+
+
+def _checks_table(rows: list[Mapping[str, Any]]) -> str:
     checks = _check_rows(rows)
-    if checks:
-        body += "<h3>Can these measures be trusted? (simulation truth, same subjects)</h3>"
-        body += "<p>Per subject: bias of the measured volume in % of the true one, with 95 % limits of agreement "
-        body += "(Bland–Altman), per group, and Lin's concordance. The effect: measured minus true difference, with "
-        body += "a joint bootstrap CI. The trivial floor calls a constant share of each predicted outline GM (or WM): "
-        body += "a tissue measure that does not beat it has not separated the tissues.</p>"
-        header = ["measure", "bias % [LoA] per group", "Lin's CCC", "measured difference %", "true difference %"]
-        header += ["error % [95% CI]", "trivial floor: difference % (error [95% CI])"]
-        body += table(header, checks)
+    if not checks:
+        return ""
+    body = "<h3>Can these measures be trusted? (simulation truth, same subjects)</h3>"
+    body += "<p>Per subject: bias of the measured volume in % of the true one, with 95 % limits of agreement "
+    body += "(Bland–Altman), per group, and Lin's concordance. The effect: measured minus true difference, with "
+    body += "a joint bootstrap CI. The trivial floor calls a constant share of each predicted outline GM (or WM): "
+    body += "a tissue measure that does not beat it has not separated the tissues.</p>"
+    header = ["measure", "bias % [LoA] per group", "Lin's CCC", "measured difference %", "true difference %"]
+    header += ["error % [95% CI]", "trivial floor: difference % (error [95% CI])"]
+    return body + table(header, checks)
+
+
+def _reference_and_excluded(results: Mapping[str, Any]) -> str:
+    body = ""
     reference = results.get("group_reference_labels") or []
     if reference:
         ref_rows = [[e(g["measure"]), num(g.get("diff_pct"), 1) + ci(g.get("ci95"), 1), pval(g.get("p"))]
@@ -101,7 +120,45 @@ def group_section(results: Mapping[str, Any], figs: str) -> str:
             "Reference labels (no model): volumes inside each subject's own region labels",
             table(["measure", "difference % [95% CI]", "p"], ref_rows),
         )
+    excluded = results.get("group_excluded") or []
     if excluded:
         items = "".join(f"<li><b>{e(x['measure'])}</b>: {e(x['reason'])}</li>" for x in excluded)
         body += f"<p>Not compared:</p><ul>{items}</ul>"
-    return section("group", "Patients versus controls", body + figs)
+    return body
+
+
+class GroupAnalysis(Section):
+    """Patients versus controls on the model's volumes, with the checks that could have failed."""
+
+    id = "group_analysis"
+    anchor = "group"
+    title = "Patients versus controls"
+    captions: ClassVar[Mapping[str, str]] = {
+        "group": "Per-subject volumes (mm³) from the predicted segmentations, patients vs controls; boxes show "
+        "quartiles, dots are subjects.",
+    }
+
+    def compute(self, ctx: Context) -> dict[str, Any]:
+        group, figures = analyse_groups(ctx.runs, ctx.cfg)
+        ctx.figures.update(figures)
+        return {
+            "group_analysis": group["rows"],
+            "group_excluded": group["excluded"],
+            "group_reference_labels": group.get("reference_rows") or [],
+            "group_sources": group.get("sources"),
+            "group_left_out": group.get("left_out") or [],
+            "group_primary": group.get("primary"),
+        }
+
+    def provenance(self, family: str, results: Mapping[str, Any]) -> str:
+        return _group_source(results)
+
+    def render(self, results: Mapping[str, Any], figures: str) -> str:
+        rows = results.get("group_analysis") or []
+        if not rows and not results.get("group_excluded"):
+            return missing("group analysis") + figures
+        first = rows[0] if rows else {}
+        control, patient = first.get("control", "controls"), first.get("patient", "patients")
+        primary = first.get("primary") or results.get("group_primary") or "raw"
+        body = _intro(results, first) + _main_table(rows, control, patient, primary) + _checks_table(rows)
+        return body + _reference_and_excluded(results) + figures

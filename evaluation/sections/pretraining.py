@@ -1,9 +1,9 @@
-"""The report's pretraining-evidence section: what each pretraining run's ``embedding_quality.json`` measured.
+"""What pretraining learned: what each pretraining run's ``embedding_quality.json`` measured.
 
 Every ``bssl pretrain`` run writes frozen-encoder GM/WM probe accuracy against its own random initialisation
 (subcortical ROI and brainstem, all modalities and T1w alone) and, for MAE methods, how well it predicts the
-other modalities from T1w against a per-modality mean (:mod:`ssl_pretrain.evidence`). ``bssl evaluate``
-collects them per run (:func:`collect_evidence`) and this section shows them whatever they say.
+other modalities from T1w against a per-modality mean (:mod:`ssl_pretrain.evidence`). This section collects them
+per run (:func:`collect_evidence`) and shows them whatever they say.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evaluation.report_html import ci, e, missing, num, section, table
+from evaluation.report_html import ci, e, missing, num, table
 from evaluation.runs import Run
+from evaluation.sections.base import Context, Section
 
 EVIDENCE_FILE = "embedding_quality.json"
 
@@ -57,21 +58,28 @@ def _reconstruction_rows(evidence: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
-def pretraining_section(results: Mapping[str, Any]) -> str:
+class Pretraining(Section):
     """Probe gaps over the random encoder and cross-modal reconstruction skill of each pretraining run."""
-    evidence = results.get("pretraining_evidence") or {}
-    if not evidence:
-        return section("pretraining", "What pretraining learned", missing("pretraining evidence"))
-    body = (
-        "<p>Frozen-encoder GM/WM linear probes (balanced accuracy, 0.5 = chance) trained on train-split subjects and "
-    )
-    body += "scored on validation subjects, for the pretrained encoder and for the same encoder at initialisation; the "
-    body += "gap is what pretraining added. For MAE, the skill of predicting each other modality from T1w alone "
-    body += "(1 − MSE / the per-modality mean predictor's MSE; 0 = no better than the mean). Intervals are over "
-    body += "validation subjects (none with fewer than three).</p>"
-    header = ["run", "region", "input", "pretrained [95% CI]", "random init [95% CI]", "gap [95% CI]", "subjects"]
-    body += table(header, _probe_rows(evidence))
-    recon = _reconstruction_rows(evidence)
-    if recon:
-        body += table(["run", "input", "modality", "MSE", "mean-predictor MSE", "skill [95% CI]"], recon)
-    return section("pretraining", "What pretraining learned", body)
+
+    id = "pretraining_evidence"
+    anchor = "pretraining"
+    title = "What pretraining learned"
+
+    def compute(self, ctx: Context) -> dict[str, Any]:
+        return {"pretraining_evidence": collect_evidence(ctx.runs)}
+
+    def render(self, results: Mapping[str, Any], figures: str) -> str:
+        evidence = results.get("pretraining_evidence") or {}
+        if not evidence:
+            return missing("pretraining evidence")
+        body = "<p>Frozen-encoder GM/WM linear probes (balanced accuracy, 0.5 = chance) trained on train-split "
+        body += "subjects and scored on validation subjects, for the pretrained encoder and for the same encoder at "
+        body += "initialisation; the gap is what pretraining added. For MAE, the skill of predicting each other "
+        body += "modality from T1w alone (1 − MSE / the per-modality mean predictor's MSE; 0 = no better than the "
+        body += "mean). Intervals are over validation subjects (none with fewer than three).</p>"
+        header = ["run", "region", "input", "pretrained [95% CI]", "random init [95% CI]", "gap [95% CI]", "subjects"]
+        body += table(header, _probe_rows(evidence))
+        recon = _reconstruction_rows(evidence)
+        if recon:
+            body += table(["run", "input", "modality", "MSE", "mean-predictor MSE", "skill [95% CI]"], recon)
+        return body
