@@ -39,7 +39,7 @@ from evaluation.launch import Inline, Runner, make_runner
 from evaluation.stages import Stage, compose_stage, run_stage
 from evaluation.study_design import check_arms
 from finetune.selection import parse_k
-from ssl_pretrain.config import CONFIG_DIR
+from ssl_pretrain.config import config_options
 from ssl_pretrain.data.split import crossfit_folds
 from ssl_pretrain.data.validate import dataset_fingerprint, load_records
 from ssl_pretrain.errors import ConfigError, DataError
@@ -118,8 +118,8 @@ class Study:
         self.cfg, self.fingerprint = cfg, fingerprint
         self.runner = runner or Inline()
         self.hypotheses = hypotheses(cfg)
-        self.target = str(cfg.study.get("target", "brainstem"))
-        if not (CONFIG_DIR / "stage" / f"{self.target}.yaml").is_file():
+        self.target = str(cfg.study.target)
+        if self.target not in config_options("stage"):
             raise ConfigError("study.target", f"no stage config configs/stage/{self.target}.yaml")
         self.ks = [str(k) for k in cfg.study.k]
         for k in self.ks:
