@@ -60,7 +60,7 @@ class Context:
     @property
     def target(self) -> str:
         """The stage whose runs make the label-efficiency curves (``curves.target``)."""
-        return str(self.cfg.curves.get("target", "brainstem"))
+        return str(self.cfg.curves.target)
 
     @cached_property
     def rows(self) -> list[dict[str, Any]]:
