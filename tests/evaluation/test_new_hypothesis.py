@@ -19,6 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from evaluation.compute import compute_per_init
 from evaluation.runs import collect_runs
 from evaluation.sections.compute import Compute
+from evaluation.sections.convergence import Convergence
+from evaluation.sections.learning_curves import LearningCurves
 from evaluation.sections.transfer_matrix import source_encoders
 from evaluation.stages import Stage
 from evaluation.study import Study
@@ -121,3 +123,12 @@ def test_the_evaluation_groups_a_new_source_stage_by_its_runs(tmp_path):
     html = Compute().render({"compute_per_init": costs}, "")
     columns = [html.index(f"{s} stage") for s in ("pretrain", "cerebellum", "subcortical", "brainstem")]
     assert columns == sorted(columns)  # the chain in order, the new stage in its place
+
+
+def test_the_report_names_the_target_stage_of_its_config():
+    results = {"evaluate_config": {"curves": {"target": "cerebellum"}}}
+    caption = LearningCurves().caption("learning_curves", results)
+    assert caption.startswith("Cerebellum fine-tuning") and "no cerebellum label" in caption
+    assert "brainstem" not in caption and "study.overrides.cerebellum=" in Convergence().render(
+        {**results, "convergence": [{"role": "target", "k": "1", "init": "scratch", "converged": False}]}, ""
+    )
