@@ -29,7 +29,7 @@ from evaluation.baselines import gmm_segment, hmrf_segment
 from evaluation.bias_correction import n4_correct, raw_channel
 from finetune.metrics import roi_metrics
 from finetune.roi import StageROI
-from ssl_pretrain.config import CONFIG_DIR
+from ssl_pretrain.config import load_option
 from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.errors import ConfigError
 
@@ -45,7 +45,7 @@ class BaselineSettings:
     """The ``baselines`` config group."""
 
     methods: tuple[str, ...] = METHODS
-    stages: tuple[str, ...] = ("subcortical", "brainstem")
+    stages: tuple[str, ...] = ()  # configs/evaluate.yaml's baselines.stages (a study adds its own stages)
     bias_correction: str | None = "n4"
     n4_shrink: int = 2
     n4_iterations: tuple[int, ...] = (50, 50, 30)
@@ -86,13 +86,14 @@ class BaselineSettings:
 
 
 def stage_rois(recorded: Mapping[str, Mapping[str, Any]], stages: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Each stage's ROI config: the one its runs recorded, else ``configs/stage/<stage>.yaml``."""
+    """Each stage's ROI config: the one its runs recorded, else ``configs/stage/<stage>.yaml`` (or the same file in
+    a ``hydra.searchpath`` folder)."""
     out = {}
     for stage in stages:
         if stage in recorded:
             out[stage] = dict(recorded[stage])
         else:
-            out[stage] = cast(dict, OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "stage" / f"{stage}.yaml")))
+            out[stage] = cast(dict, OmegaConf.to_container(load_option("stage", stage)))
     return out
 
 

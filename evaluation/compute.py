@@ -30,7 +30,7 @@ def _chain(run: Run) -> list[tuple[Path, str]]:
     return out + [(path.resolve(), _stage_of(path, sidecar)) for path, sidecar in run.sources]
 
 
-def compute_per_init(runs: Sequence[Run], stage: str = "brainstem") -> dict[str, dict[str, Any]]:
+def compute_per_init(runs: Sequence[Run], stage: str) -> dict[str, dict[str, Any]]:
     """Wall-clock compute of each initialisation's chain of runs.
 
     Args:

@@ -79,7 +79,7 @@ def _same_labels(target: Sequence[Run]) -> bool:
     return all(len(v) == 1 for v in chosen.values())
 
 
-def design_summary(runs: Sequence[Run], target: str = "brainstem") -> dict[str, Any]:
+def design_summary(runs: Sequence[Run], target: str) -> dict[str, Any]:
     """The ``design`` section of ``results.json`` (module docstring); empty without target-stage runs."""
     target_runs = [r for r in runs if r.kind == "finetune" and r.stage == target]
     if not target_runs:
@@ -130,7 +130,7 @@ def _downsample(points: Sequence[Sequence[float]], n: int = 200) -> list[list[fl
     return [[float(b[-1][0]), float(sum(p[1] for p in b) / len(b))] for b in bins if b]
 
 
-def convergence_rows(runs: Sequence[Run], target: str = "brainstem") -> list[dict[str, Any]]:
+def convergence_rows(runs: Sequence[Run], target: str) -> list[dict[str, Any]]:
     """DESIGN §9 ``convergence``: one row per trained run of the target and source stages."""
     rows = []
     for run in runs:
@@ -155,7 +155,7 @@ def convergence_rows(runs: Sequence[Run], target: str = "brainstem") -> list[dic
     return rows
 
 
-def training_curves(runs: Sequence[Run], target: str = "brainstem") -> dict[str, dict[str, Any]]:
+def training_curves(runs: Sequence[Run], target: str) -> dict[str, dict[str, Any]]:
     """Loss and training-subject Dice curves of each arm's full-label target run (first seed) and of each
     source-stage run, for the report's figure (``{label: {"stage", "loss", "train_dice", "converged"}}``)."""
     out: dict[str, dict[str, Any]] = {}

@@ -115,7 +115,7 @@ def similarity_png(similarity: Mapping[str, Matrix], measure: str) -> bytes:
     )
 
 
-def learning_curves_png(curves: Sequence[Mapping[str, Any]], ylabel: str = "brainstem Dice (mean of GM, WM)") -> bytes:
+def learning_curves_png(curves: Sequence[Mapping[str, Any]], ylabel: str = "Dice (mean of GM, WM)") -> bytes:
     """Mean Dice against labelled subjects k, one line per initialisation with its 95% CI band.
 
     Args:

@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_pretrain.config import CONFIG_DIR
+from ssl_pretrain.config import config_options
 from ssl_pretrain.errors import ConfigError
 
 KEYS = ("pretrain", "sources", "match_compute")
@@ -58,7 +58,8 @@ def source_label(pretrain: str | None, sources: tuple[str, ...]) -> str:
 
 
 def _known(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The options of a config group, the app's ``hydra.searchpath`` folders included (a lab's own stages)."""
+    return config_options(group)
 
 
 def _one(name: str, spec: Any) -> Hypothesis:

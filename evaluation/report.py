@@ -64,7 +64,7 @@ def _caption(key: str, owner: Section | None, captions: Mapping[str, str], resul
     if key in captions:
         shows = captions[key]
     else:
-        shows = owner.captions[family] if owner and family else key.replace("_", " ").capitalize() + "."
+        shows = owner.caption(family, results) if owner and family else key.replace("_", " ").capitalize() + "."
     source = owner.provenance(family, results) if owner and family else ""
     return figure_caption(shows, source, results)
 

@@ -39,7 +39,7 @@ from evaluation.launch import Inline, Runner, make_runner
 from evaluation.stages import Stage, compose_stage, run_stage
 from evaluation.study_design import check_arms
 from finetune.selection import parse_k
-from ssl_pretrain.config import CONFIG_DIR
+from ssl_pretrain.config import config_options
 from ssl_pretrain.data.split import crossfit_folds
 from ssl_pretrain.data.validate import dataset_fingerprint, load_records
 from ssl_pretrain.errors import ConfigError, DataError
@@ -118,8 +118,8 @@ class Study:
         self.cfg, self.fingerprint = cfg, fingerprint
         self.runner = runner or Inline()
         self.hypotheses = hypotheses(cfg)
-        self.target = str(cfg.study.get("target", "brainstem"))
-        if not (CONFIG_DIR / "stage" / f"{self.target}.yaml").is_file():
+        self.target = str(cfg.study.target)
+        if self.target not in config_options("stage"):
             raise ConfigError("study.target", f"no stage config configs/stage/{self.target}.yaml")
         self.ks = [str(k) for k in cfg.study.k]
         for k in self.ks:
@@ -129,7 +129,7 @@ class Study:
         self.seeds = _ints(cfg, "seeds")
         self.pretrain_seeds = _ints(cfg, "pretrain_seeds")
         self.done: list[Stage] = []
-        self._steps: dict[str, int] = {}
+        self._stage_cfgs: dict[str, DictConfig] = {}
 
     # -- composing ---------------------------------------------------------------------------------
 
@@ -177,13 +177,21 @@ class Study:
     def _pseeds(self, h: Hypothesis) -> list[int | None]:
         return list(self.pretrain_seeds) if h.pretrain else [None]
 
+    @property
+    def stage_names(self) -> list[str]:
+        """The supervised stages the study trains: each hypothesis' source stages in order, then the target."""
+        return list(dict.fromkeys([s for h in self.hypotheses for s in h.sources] + [self.target]))
+
+    def stage_config(self, stage: str) -> DictConfig:
+        """The ``bssl finetune`` config a supervised stage composes to, with the study's overrides (composed once)."""
+        if stage not in self._stage_cfgs:
+            overrides = [f"stage={stage}", *self._overrides("source", stage)]
+            self._stage_cfgs[stage] = compose_stage(stage, "finetune", overrides, self.cfg, self.fingerprint).cfg
+        return self._stage_cfgs[stage]
+
     def _steps_of(self, stage: str) -> int:
         """The ``trainer.max_steps`` a stage's config composes to (source stages and the target)."""
-        if stage not in self._steps:
-            overrides = [f"stage={stage}", *self._overrides("source", stage)]
-            cfg = compose_stage(stage, "finetune", overrides, self.cfg, self.fingerprint).cfg
-            self._steps[stage] = int(cfg.trainer.max_steps)
-        return self._steps[stage]
+        return int(self.stage_config(stage).trainer.max_steps)
 
     def supervised_steps(self, h: Hypothesis) -> int:
         """Supervised optimiser steps of an arm's whole chain (source stages + target)."""
@@ -344,9 +352,23 @@ class Study:
         # each cross-fitted fold's chain together, as composed fold by fold before the folds ran side by side
         done = sorted(self.done, key=lambda s: int(s.info.get("crossfit_fold", -1)))
         inputs = [s for s in done if s.command in ("pretrain", "finetune", "predict")]
-        values = {"runs": [str(s.path) for s in inputs], "seed": self.seeds[0], "curves.target": self.target}
         overrides = self._overrides("evaluate", "evaluate")
+        values = {"runs": [str(s.path) for s in inputs], "seed": self.seeds[0], **self._evaluated_stages(overrides)}
         return self._stage("evaluate", "evaluate", "evaluate", overrides, values, after=inputs)
+
+    def _evaluated_stages(self, overrides: Sequence[str]) -> dict[str, Any]:
+        """What the evaluation reads of the study's stages: ``curves.target``, and each stage it trains in
+        ``baselines.stages`` and its ROI in ``probe.regions``, each appended only where the evaluate config
+        (with ``study.overrides.evaluate``) lacks it, so a study of the stages it already names composes as before."""
+        cfg = compose_stage("evaluate", "evaluate", overrides, self.cfg, self.fingerprint).cfg
+        values: dict[str, Any] = {"curves.target": self.target}
+        rois = [str(self.stage_config(s).stage.roi) for s in self.stage_names]
+        for key, wanted in (("baselines.stages", self.stage_names), ("probe.regions", rois)):
+            listed = [str(v) for v in OmegaConf.select(cfg, key)]
+            missing = [v for v in dict.fromkeys(wanted) if v not in listed]
+            if missing:
+                values[key] = listed + missing
+        return values
 
     def design(self) -> dict[str, Any]:
         """What each arm's chain costs in supervised steps (``study.json``)."""

@@ -1,15 +1,76 @@
-"""Where the Hydra configs live and how tests and ``bssl study`` compose them without a Hydra app."""
+"""Where the Hydra configs live, which options a group has, and how tests and ``bssl study`` compose them without
+a Hydra app (with the running app's ``hydra.searchpath`` when inside one)."""
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Sequence
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+SEARCHPATH = "hydra.searchpath"
+
+
+def search_path() -> list[str]:
+    """The config folders ``hydra.searchpath`` adds to the running Hydra app (e.g. ``bssl study
+    hydra.searchpath=[file://DIR]`` with a lab's own ``DIR/stage/*.yaml``); ``[]`` outside an app."""
+    return [str(p) for p in HydraConfig.get().searchpath] if HydraConfig.initialized() else []
+
+
+def _with_search_path(overrides: Sequence[str]) -> list[str]:
+    """``overrides``, plus the running app's ``hydra.searchpath`` unless they set one (a command composed from
+    within ``bssl study`` finds the same config folders as the study)."""
+    extra = search_path()
+    if not extra or any(o.lstrip("+~").startswith(SEARCHPATH) for o in overrides):
+        return list(overrides)
+    return [*overrides, f"{SEARCHPATH}=[{','.join(repr(p) for p in extra)}]"]
+
+
+def _folder(entry: str) -> Traversable:
+    """A ``hydra.searchpath`` entry (``file://DIR``, ``pkg://package``, or a plain path) as a folder to read."""
+    scheme, sep, where = entry.partition("://")
+    if sep and scheme == "pkg":
+        return importlib.resources.files(where.strip("/").replace("/", "."))
+    return Path(where if sep else entry)
+
+
+def _roots() -> list[Traversable]:
+    return [CONFIG_DIR, *(_folder(e) for e in search_path())]
+
+
+def config_options(group: str) -> list[str]:
+    """The options of a config group: ``configs/<group>/*.yaml`` and ``<group>/*.yaml`` in every folder of the
+    running app's ``hydra.searchpath``, sorted."""
+    names = set()
+    for root in _roots():
+        folder = root / group
+        if folder.is_dir():
+            names |= {f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml")}
+    return sorted(names)
+
+
+def load_option(group: str, option: str) -> DictConfig:
+    """``<group>/<option>.yaml`` as written (no defaults list applied), from the first folder that has it:
+    ``configs/`` first, then the running app's ``hydra.searchpath`` (as Hydra would find it).
+
+    Raises:
+        FileNotFoundError: no folder has it.
+    """
+    for root in _roots():
+        file = root / group / f"{option}.yaml"
+        if file.is_file():
+            loaded = OmegaConf.create(file.read_text())
+            assert isinstance(loaded, DictConfig)
+            return loaded
+    raise FileNotFoundError(f"no config {group}/{option}.yaml in {[str(r) for r in _roots()]}")
 
 
 def compose_config(command: str, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
@@ -17,9 +78,11 @@ def compose_config(command: str, overrides: Sequence[str] = (), output_dir: str 
 
     Args:
         command: entry config name (``pretrain``, ``finetune``, …).
-        overrides: Hydra override strings, e.g. ``["data.root=/data/bids", "method=simclr"]``.
+        overrides: Hydra override strings, e.g. ``["data.root=/data/bids", "method=simclr"]``. Inside a Hydra
+            app the app's ``hydra.searchpath`` is added unless they give one (:func:`search_path`).
         output_dir: the run directory (replaces the ``${hydra:runtime.output_dir}`` of a real run).
     """
+    overrides = _with_search_path(overrides)
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app (bssl study): its config dir is ours
         cfg = compose(config_name=command, overrides=list(overrides))
     else:

@@ -60,7 +60,7 @@ class Context:
     @property
     def target(self) -> str:
         """The stage whose runs make the label-efficiency curves (``curves.target``)."""
-        return str(self.cfg.curves.get("target", "brainstem"))
+        return str(self.cfg.curves.target)
 
     @cached_property
     def rows(self) -> list[dict[str, Any]]:
@@ -119,6 +119,10 @@ class Section(ABC):
     def family(self, key: str) -> str | None:
         """The entry of :attr:`captions` that figure ``key`` belongs to, or None when it is not this section's."""
         return next((f for f in self.captions if key.startswith(f)), None)
+
+    def caption(self, family: str, results: Mapping[str, Any]) -> str:
+        """What a figure of ``family`` shows: its :attr:`captions` entry (a section may word it from ``results``)."""
+        return self.captions[family]
 
     def provenance(self, family: str, results: Mapping[str, Any]) -> str:
         """What a figure of ``family`` was made from, in words ('' when ``results`` does not say)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from evaluation.captions import setting
 from evaluation.learning_curves import best_init_per_k
 from evaluation.report_html import ci, duration, e, missing, num, pval, table
 from evaluation.sections.base import Context, Section
@@ -87,7 +88,8 @@ class BestPerK(Section):
         cost = results.get("compute_per_init") or {}
         header = ["k", "best", "Dice [95% CI]", "of its full-label Dice", "runner-up", "best − runner-up [95% CI]"]
         header += ["p (Holm)", "best − scratch [95% CI]", "p (Holm)", "compute of best"]
-        body = "<p>For each number of labelled brainstems k: the initialisation with the highest mean GM/WM Dice over "
+        target = e(setting(results, "curves.target") or "target-stage subject")
+        body = f"<p>For each number of labelled {target}s k: the initialisation with the highest mean GM/WM Dice over "
         body += "test subjects, its margin over the next best and over training from scratch (paired over test "
         body += f"subjects), and the compute its whole chain of runs took (see <a href='#{Compute().html_id}'>"
         body += f"{Compute.title}</a>). A difference whose CI includes 0, or whose p (Holm) is ≥ 0.05, is not shown "

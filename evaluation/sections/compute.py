@@ -9,13 +9,18 @@ from evaluation.compute import compute_per_init
 from evaluation.report_html import duration, e, missing, num, table
 from evaluation.sections.base import Context, Section
 
-STAGES = ("pretrain", "subcortical", "brainstem")
-
 
 def _stages(costs: Mapping[str, Any]) -> list[str]:
-    """The stages any initialisation ran, the usual chain first."""
-    stages = [s for s in STAGES if any(s in (c.get("by_stage") or {}) for c in costs.values())]
-    return stages + sorted({s for c in costs.values() for s in (c.get("by_stage") or {})} - set(stages))
+    """The stages any initialisation ran, in chain order: pretraining, the source stages, the target.
+
+    Each initialisation's ``by_stage`` lists its chain nearest the target first, so a stage's depth is its
+    position there; the deepest (pretraining) comes first, ties in the order they appear.
+    """
+    depth: dict[str, int] = {}
+    for c in costs.values():
+        for i, stage in enumerate(c.get("by_stage") or {}):
+            depth[stage] = max(depth.get(stage, i), i)
+    return sorted(depth, key=lambda s: -depth[s])
 
 
 def _row(init: str, c: Mapping[str, Any], stages: list[str]) -> list[str]:
@@ -40,7 +45,7 @@ class Compute(Section):
             for r in ctx.runs
             if r.record
         }
-        return {"compute": per_run, "compute_per_init": compute_per_init(ctx.runs)}
+        return {"compute": per_run, "compute_per_init": compute_per_init(ctx.runs, ctx.target)}
 
     def render(self, results: Mapping[str, Any], figures: str) -> str:
         costs = results.get("compute_per_init") or {}
@@ -49,8 +54,8 @@ class Compute(Section):
         stages = _stages(costs)
         header = ["initialisation", "total wall-clock time", "runs", *(f"{e(s)} stage" for s in stages)]
         body = "<p>Wall-clock time (from each run's <code>run.json</code>) of every run an initialisation took: its "
-        body += "pretraining and subcortical runs, found through the checkpoints its brainstem models started from, "
-        body += "and the brainstem runs of every k and seed. Each run counts once per initialisation, so a "
+        body += "pretraining and source-stage runs, found through the checkpoints its target-stage models started "
+        body += "from, and the target runs of every k and seed. Each run counts once per initialisation, so a "
         body += "pretraining run shared by two initialisations is part of both totals.</p>"
         unknown = [p for c in costs.values() for p in c.get("missing") or []]
         if unknown:

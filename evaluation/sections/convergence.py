@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from evaluation.captions import setting
 from evaluation.design import convergence_rows, training_curves
 from evaluation.figures import training_curves_png
 from evaluation.report_html import e, missing, num, table
@@ -68,5 +69,6 @@ class Convergence(Section):
         unconverged = sorted({r["init"] for r in rows_in if r.get("converged") is False and r["role"] == "target"})
         if unconverged:
             body += f'<p class="note">Not converged: {e(", ".join(unconverged))}. Train longer '
-            body += "(<code>study.overrides.brainstem=[trainer.max_steps=…]</code>) before reading their results.</p>"
+            target = e(setting(results, "curves.target") or "<target stage>")
+            body += f"(<code>study.overrides.{target}=[trainer.max_steps=…]</code>) before reading their results.</p>"
         return body + figures + table(header, _table_rows(rows_in, ks))

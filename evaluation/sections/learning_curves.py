@@ -17,6 +17,11 @@ def converged_cell(flag: Any) -> str:
     return {True: "yes", False: "<b style='color:#b00'>no</b>"}.get(flag, "–")
 
 
+def _target(results: Mapping[str, Any]) -> str:
+    """The target stage the curves were measured on (the evaluation's ``curves.target``)."""
+    return str(setting(results, "curves.target") or "target stage")
+
+
 def _curves_source(results: Mapping[str, Any]) -> str:
     curves = results.get("learning_curves") or []
     if not curves:
@@ -55,8 +60,8 @@ class LearningCurves(Section):
     id = "learning_curves"
     title = "Label efficiency"
     captions: ClassVar[Mapping[str, str]] = {
-        "learning_curves": "Brainstem fine-tuning from each initialisation with k labelled subjects (k = 0: the "
-        "source stage's own head, no brainstem label); mean GM/WM Dice over test subjects and seeds; bands are 95% "
+        "learning_curves": "{Target} fine-tuning from each initialisation with k labelled subjects (k = 0: the "
+        "source stage's own head, no {target} label); mean GM/WM Dice over test subjects and seeds; bands are 95% "
         "CIs of a bootstrap that resamples test subjects, training seeds and pretraining seeds.",
     }
 
@@ -67,7 +72,12 @@ class LearningCurves(Section):
 
     def draw(self, results: Mapping[str, Any]) -> dict[str, bytes]:
         curves = results.get("learning_curves")
-        return {"learning_curves": learning_curves_png(curves)} if curves else {}
+        ylabel = f"{_target(results)} Dice (mean of GM, WM)"
+        return {"learning_curves": learning_curves_png(curves, ylabel)} if curves else {}
+
+    def caption(self, family: str, results: Mapping[str, Any]) -> str:
+        target = _target(results)
+        return self.captions[family].format(target=target, Target=target.capitalize())
 
     def provenance(self, family: str, results: Mapping[str, Any]) -> str:
         return _curves_source(results)
@@ -78,7 +88,8 @@ class LearningCurves(Section):
             return missing("label-efficiency sweep") + figures
         header = ["initialisation", "k", "mean Dice [95% CI]", "between-seed SD", "Dice per class"]
         header += ["fraction of full-label Dice [95% CI]", "seeds (× pretraining)", "test subjects", "converged"]
-        body = "<p>k = 0 is zero-shot transfer: the source stage's own segmentation head on the brainstem, before "
-        body += "any brainstem label. Intervals resample test subjects, training seeds (which also drew the labelled "
+        target = e(_target(results))
+        body = f"<p>k = 0 is zero-shot transfer: the source stage's own segmentation head on the {target}, before "
+        body += f"any {target} label. Intervals resample test subjects, training seeds (which also drew the labelled "
         body += "subjects) and pretraining seeds; the between-seed SD shows how much one training run varies.</p>"
         return body + figures + details("Numbers", table(header, [_row(c) for c in curves]))

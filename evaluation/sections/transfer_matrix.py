@@ -35,14 +35,24 @@ def encoder_from_sidecar(sidecar: dict[str, Any]) -> ResEncoder:
 
 
 def _encoder_label(run: Run) -> str:
+    """A source-stage model is named for its chain (``subcortical``, ``ssl_mae+subcortical``): its recorded
+    ``init_label``, else its initialisation followed by its stage."""
     if run.kind == "pretrain" or run.sidecar.get("init_label"):
         return run.label
-    return "subcortical" if run.label == "scratch" else f"{run.label}+subcortical"
+    return str(run.stage) if run.label == "scratch" else f"{run.label}+{run.stage}"
 
 
-def frozen_encoders(runs: Sequence[Run], modalities: Sequence[str], seed: int, random_encoder: bool) -> dict:
-    """label -> (frozen encoder, total stride) for every pretrain run and subcortical model (+ a random one)."""
-    sources = [r for r in runs if r.kind == "pretrain" or (r.kind == "finetune" and r.stage == "subcortical")]
+def source_encoders(runs: Sequence[Run], target: str) -> list[Run]:
+    """The runs whose encoders the probes compare: every pretraining run and every model of a source stage (a
+    fine-tuning run of any stage but the ``target``), in the order given."""
+    return [r for r in runs if r.kind == "pretrain" or (r.kind == "finetune" and r.stage not in (None, target))]
+
+
+def frozen_encoders(
+    runs: Sequence[Run], modalities: Sequence[str], seed: int, random_encoder: bool, target: str
+) -> dict[str, tuple[ResEncoder, int]]:
+    """label -> (frozen encoder, total stride) for every pretrain run and source-stage model (+ a random one)."""
+    sources = source_encoders(runs, target)
     encoders: dict[str, tuple[ResEncoder, int]] = {}
     if random_encoder and sources:
         torch.manual_seed(seed)
@@ -62,7 +72,8 @@ def _measure(ctx: Context) -> dict[str, Any]:
     probe = ctx.cfg.probe
     if not probe.enabled:
         return {}
-    encoders = frozen_encoders(ctx.runs, list(ctx.cfg.data.modalities), ctx.seed, bool(probe.random_encoder))
+    modalities, random_encoder = list(ctx.cfg.data.modalities), bool(probe.random_encoder)
+    encoders = frozen_encoders(ctx.runs, modalities, ctx.seed, random_encoder, ctx.target)
     if not encoders:
         return {}
     n, splits = int(probe.max_subjects), ctx.splits

@@ -40,7 +40,7 @@ def test_chain_seconds_are_summed_once_per_run(tmp_path):
         _run(sweep / f"s{i}", "model.json", {"stage": "brainstem", "init": {"init": "scratch"}}, 3.0 if i else None)
     # the pretraining and subcortical runs are not passed in: they are found through init.path
     runs = collect_runs([sweep])
-    costs = compute_per_init(runs)
+    costs = compute_per_init(runs, "brainstem")
     assert list(costs) == ["ssl_mae+subcortical", "scratch"]
     chained = costs["ssl_mae+subcortical"]
     assert chained["seconds"] == pytest.approx(100 + 40 + 3 * 5)
@@ -54,5 +54,5 @@ def test_chain_seconds_are_summed_once_per_run(tmp_path):
 
 def test_other_stages_define_no_init(tmp_path):
     _run(tmp_path / "sub", "model.json", {"stage": "subcortical", "init": {"init": "scratch"}}, 4.0)
-    assert compute_per_init(collect_runs([tmp_path])) == {}
+    assert compute_per_init(collect_runs([tmp_path]), "brainstem") == {}
     assert compute_per_init(collect_runs([tmp_path]), stage="subcortical")["scratch"]["seconds"] == 4.0

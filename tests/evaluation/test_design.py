@@ -43,12 +43,12 @@ def test_equal_schedules_and_bounded_labels_pass(tmp_path):
         _run(tmp_path, "b", "subcortical", init=str(source.path)),
         _run(tmp_path, "c", "scratch_matched", steps=40, matched=True),
     ]
-    d = design_summary(runs)
+    d = design_summary(runs, "brainstem")
     assert d["equal_schedules"] and d["same_labelled_subjects"] and d["labels_bounded_by_k"]
     assert d["source_roi_excludes_target"] is True
     assert d["supervised_steps_total"] == {"scratch": 10, "subcortical": 40, "scratch_matched": 40}
     assert d["target_steps"] == {"scratch": 10, "subcortical": 10, "scratch_matched": 40}
-    assert [r["role"] for r in convergence_rows(runs)] == ["source", "target", "target", "target"]
+    assert [r["role"] for r in convergence_rows(runs, "brainstem")] == ["source", "target", "target", "target"]
 
 
 def test_a_broken_rule_is_reported(tmp_path):
@@ -59,7 +59,7 @@ def test_a_broken_rule_is_reported(tmp_path):
         _run(tmp_path, "s", "leaky", k="all", stage="subcortical", stage_config={**STAGE, "roi_exclude": None}),
     ]
     runs.append(_run(tmp_path, "d", "from-leaky", init=str(runs[3].path)))
-    d = design_summary(runs)
+    d = design_summary(runs, "brainstem")
     assert not d["equal_schedules"] and not d["labels_bounded_by_k"] and d["max_labelled_seen"]["1"] == 9
     assert any("optim.lr" in x for x in d["schedule_differences"])
     assert any("trainer.max_steps" in x for x in d["schedule_differences"])
