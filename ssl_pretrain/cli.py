@@ -1,8 +1,9 @@
 """``bssl`` — the one console script.
 
 ``bssl <command> [hydra overrides…]`` composes ``configs/<command>.yaml`` with Hydra and calls the
-command module's ``run(cfg)``. Tests call ``run`` directly on a composed config (see
-:func:`ssl_pretrain.config.compose_config`).
+command module's ``run(cfg)`` (:data:`ssl_pretrain.commands.COMMANDS` names it; it is imported on use, so
+the cli does not pull finetune/evaluation into ssl_pretrain's import graph). Tests call ``run`` directly on
+a composed config (see :func:`ssl_pretrain.config.compose_config`).
 
 ``bssl <command> --help`` (:mod:`ssl_pretrain.command_help`) is answered before the command's module is
 imported: torch, Lightning and MONAI load only once a command runs, so help takes about a second.
@@ -32,21 +33,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 from ssl_pretrain.command_help import command_help
+from ssl_pretrain.commands import COMMANDS
 from ssl_pretrain.config import CONFIG_DIR, compose_config
 from ssl_pretrain.errors import BsslError, ConfigError, resource_error
 
 log = logging.getLogger("bssl")
-
-# command -> (module with run(cfg), one-line help). Modules are imported on use, so the cli does not
-# pull finetune/evaluation into ssl_pretrain's import graph.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo-data": ("ssl_pretrain.demo_data", "simulate the demo BIDS cohort (a simulation, labelled as one)"),
-    "pretrain": ("ssl_pretrain.pretrain", "self-supervised pretraining of a 3D encoder (mae, simclr, ...)"),
-    "finetune": ("finetune.train", "supervised GM/WM segmentation: stage=subcortical | brainstem"),
-    "predict": ("finetune.predict", "segment subjects; BIDS-derivative dseg in native space + volumes"),
-    "evaluate": ("evaluation.evaluate", "probes, CKA, learning curves, baselines, group analysis, report"),
-    "study": ("evaluation.study", "the whole transfer study: pretrain -> subcortical -> brainstem sweep -> report"),
-}
 
 # Short command-line names for keys whose natural name is taken by a config group: `bssl predict model=PATH`
 # means predict.model=PATH (`model` is also the network-architecture group).

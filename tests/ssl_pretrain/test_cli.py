@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from ssl_pretrain.cli import COMMANDS, main
+from ssl_pretrain.cli import main
+from ssl_pretrain.commands import COMMANDS
 
 
 def test_usage_lists_every_command(capsys):
