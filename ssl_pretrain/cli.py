@@ -40,8 +40,9 @@ from ssl_pretrain.errors import BsslError, ConfigError, resource_error
 log = logging.getLogger("bssl")
 
 # Short command-line names for keys whose natural name is taken by a config group: `bssl predict model=PATH`
-# means predict.model=PATH (`model` is also the network-architecture group).
-ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "predict.model"}}
+# means predict.model=PATH (`model` is also the network-architecture group); `bssl study preset=full` means
+# study_preset=full (`preset` is the group of the single-command presets cpu/gpu, which the study's stages take).
+ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "predict.model"}, "study": {"preset": "study_preset"}}
 
 
 def _apply_aliases(command: str, overrides: list[str]) -> list[str]:

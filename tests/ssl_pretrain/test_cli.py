@@ -53,6 +53,23 @@ def test_predict_model_alias():
     assert _apply_aliases("pretrain", ["model=gpu"]) == ["model=gpu"]
 
 
+def test_study_preset_alias():
+    """`bssl study preset=full` picks the study preset; other commands' preset=cpu|gpu stays the command preset."""
+    from ssl_pretrain.cli import _apply_aliases
+
+    assert _apply_aliases("study", ["preset=full", "data.root=d"]) == ["study_preset=full", "data.root=d"]
+    assert _apply_aliases("pretrain", ["preset=cpu"]) == ["preset=cpu"]
+
+
+def test_study_help_with_the_preset_short_name_marks_the_study_preset(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "preset=full", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "study_preset full*, quick" in out and "preset       cpu, gpu" in out
+    assert "configs/study_preset/full.yaml" in out
+
+
 def test_command_help_is_titled_and_shows_groups_and_commented_config(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["pretrain", "method=simclr", "--help"])
