@@ -111,6 +111,12 @@ def test_the_command_line_is_in_no_import_cycle():
     assert importers == ["ssl_pretrain.__main__"]  # only `python -m ssl_pretrain`, as the console script
 
 
+def test_no_new_import_cycle():
+    """Beside the one cycle left (``study.run`` imports :mod:`evaluation.plan` for ``study.plan_only``, and the plan
+    composes the study's stages), none: it goes once ``bssl study``'s ``run`` leaves ``evaluation/study.py``."""
+    assert list(cycles(import_graph())) == [["evaluation.plan", "evaluation.study"]]
+
+
 def test_the_check_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert list(cycles(graph)) == [["a", "b", "c"]]
