@@ -136,7 +136,7 @@ def _print_help(command: str, rest: Sequence[str], verbose: bool) -> NoReturn:
     """Print ``bssl <command> --help`` (overrides in ``rest`` change the groups shown) and exit 0."""
     overrides = [a for a in rest if not a.startswith("-")]
     try:
-        text = command_help(command, COMMANDS[command][1], overrides)
+        text = command_help(command, COMMANDS[command][1], overrides, ALIASES.get(command))
     except (HydraException, OmegaConfBaseException) as err:
         _fail(command, err, verbose, hydra_config_error(err, command))
     print(text, end="")

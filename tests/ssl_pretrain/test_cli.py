@@ -67,6 +67,7 @@ def test_study_help_with_the_preset_short_name_marks_the_study_preset(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "study_preset full*, quick" in out and "preset       cpu, gpu" in out
+    assert "preset=VALUE is short for study_preset=VALUE" in out
     assert "configs/study_preset/full.yaml" in out
 
 
