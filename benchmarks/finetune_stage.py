@@ -3,11 +3,12 @@ speed-up over revision ``3590575`` (before issue 15), measured in one run on one
 
 Each run is ``bssl finetune stage=brainstem …`` of a revision (``python -m ssl_pretrain`` with that revision's tree
 on ``PYTHONPATH``) in a subprocess, with the study's quick-preset brainstem settings *of that revision*
-(``configs/preset/quick.yaml``: its ``data`` block, ``study.overrides.common`` and ``study.overrides.brainstem``),
-``init=scratch`` and ``labels.k=all`` on the same cohort. ``benchmarks/stage_probe/sitecustomize.py`` times the
-child from the inside (fit start/end, every training batch, every validation loop) without changing it; the old
-revision is checked out in a temporary ``git worktree`` (removed at the end). Each revision's preprocessing cache is
-filled by an untimed 2-step run first: in a study the cache is warm for every brainstem stage.
+(``configs/study_preset/quick.yaml``, ``configs/preset/quick.yaml`` in older revisions: its ``data`` block,
+``study.overrides.common`` and ``study.overrides.brainstem``), ``init=scratch`` and ``labels.k=all`` on the same
+cohort. ``benchmarks/stage_probe/sitecustomize.py`` times the child from the inside (fit start/end, every training
+batch, every validation loop) without changing it; the old revision is checked out in a temporary ``git worktree``
+(removed at the end). Each revision's preprocessing cache is filled by an untimed 2-step run first: in a study the
+cache is warm for every brainstem stage.
 
 Figures (ratios within this run; absolute seconds depend on the machine and its load):
 
@@ -69,9 +70,16 @@ OLD_REVISION = "3590575"  # the revision before issue 15's work
 PROBE = HERE / "stage_probe"
 
 
+def quick_preset_file(root: Path) -> Path:
+    """A revision's quick study preset: ``configs/study_preset/quick.yaml``, or ``configs/preset/quick.yaml`` in
+    revisions from before the study presets had a group of their own."""
+    path = root / "configs" / "study_preset" / "quick.yaml"
+    return path if path.is_file() else root / "configs" / "preset" / "quick.yaml"
+
+
 def preset_overrides(root: Path) -> tuple[list[str], int]:
     """The brainstem stage's overrides of a revision's quick preset (data block, common, brainstem) and its steps."""
-    preset = OmegaConf.load(root / "configs" / "preset" / "quick.yaml")
+    preset = OmegaConf.load(quick_preset_file(root))
     data = [f"data.{key}={value}" for key, value in preset.data.items()]
     study = preset.study.overrides
     overrides = [*data, *[str(o) for o in study.common], *[str(o) for o in study.brainstem]]

@@ -11,7 +11,7 @@ Modules (import what you need; nothing heavy is imported here):
 - :mod:`evaluation.learning_curves`: label-efficiency curves, paired comparisons, segmentation summaries.
 - :mod:`evaluation.group_analysis`: patients versus controls.
 - :mod:`evaluation.results_file`: ``results.json`` (strict JSON, atomic writes).
-- :mod:`evaluation.compute`: wall-clock compute of each initialisation's chain of runs.
+- :mod:`evaluation.compute_cost`: wall-clock compute of each initialisation's chain of runs.
 - :mod:`evaluation.figures`, :mod:`evaluation.report`: PNG figures and the self-contained ``report.html``
   (:mod:`evaluation.captions`, :mod:`evaluation.report_html`).
 - :mod:`evaluation.sections`: the report's sections, one file each (what it adds to ``results.json``, its

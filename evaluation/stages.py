@@ -32,7 +32,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import ssl_pretrain
-from ssl_pretrain.cli import COMMANDS
+from ssl_pretrain.commands import COMMANDS
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.run_dir import is_complete, read_run_record

@@ -62,7 +62,7 @@ from finetune.bids_output import (
     write_volumes,
 )
 from finetune.inference import InferenceSettings, head_starts, mask_to_brain, predict_cached
-from finetune.init import heads_of, load_segmentation_model
+from finetune.initialisation import heads_of, load_segmentation_model
 from finetune.region_head import head_to_canonical
 from ssl_pretrain.atomic import remove_stale_temporaries
 from ssl_pretrain.data.bids import parse_name

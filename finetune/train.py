@@ -6,7 +6,7 @@
 2. ``labels.k`` training subjects are chosen with ``labels.seed``, balanced across groups
    (:mod:`finetune.selection`); the other training subjects are not used by this stage.
 3. The network of ``finetune.policy`` is built from ``model.*``, initialised from ``init``
-   (:mod:`finetune.init`) and trained on ROI-centred patches with the ROI-masked Dice+CE loss, on one
+   (:mod:`finetune.initialisation`) and trained on ROI-centred patches with the ROI-masked Dice+CE loss, on one
    schedule whatever the initialisation (``optim.*``). The weights kept are the last ones of the fixed
    schedule (``finetune.selection: last``, the default: no held-out label is read), or the best on at most
    ``finetune.val_subjects`` labelled validation subjects when asked (:mod:`finetune.weight_selection`);
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from finetune.convergence import ConvergenceMonitor, ConvergenceRule
 from finetune.figures import overlay_figure
 from finetune.inference import InferenceSettings
-from finetune.init import TASK, initialise
+from finetune.initialisation import TASK, initialise
 from finetune.metrics import mean_dice
 from finetune.module import VAL_METRIC, SegmentationModule, WholeVolumes, roi_dice
 from finetune.policy import build_segmentation_net, check_policy

@@ -1,8 +1,9 @@
 """``bssl`` — the one console script.
 
 ``bssl <command> [hydra overrides…]`` composes ``configs/<command>.yaml`` with Hydra and calls the
-command module's ``run(cfg)``. Tests call ``run`` directly on a composed config (see
-:func:`ssl_pretrain.config.compose_config`).
+command module's ``run(cfg)`` (:data:`ssl_pretrain.commands.COMMANDS` names it; it is imported on use, so
+the cli does not pull finetune/evaluation into ssl_pretrain's import graph). Tests call ``run`` directly on
+a composed config (see :func:`ssl_pretrain.config.compose_config`).
 
 ``bssl <command> --help`` (:mod:`ssl_pretrain.command_help`) is answered before the command's module is
 imported: torch, Lightning and MONAI load only once a command runs, so help takes about a second.
@@ -32,25 +33,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 from ssl_pretrain.command_help import command_help
+from ssl_pretrain.commands import COMMANDS
 from ssl_pretrain.config import CONFIG_DIR, compose_config
 from ssl_pretrain.errors import BsslError, ConfigError, resource_error
 
 log = logging.getLogger("bssl")
 
-# command -> (module with run(cfg), one-line help). Modules are imported on use, so the cli does not
-# pull finetune/evaluation into ssl_pretrain's import graph.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo-data": ("ssl_pretrain.demo_data", "simulate the demo BIDS cohort (a simulation, labelled as one)"),
-    "pretrain": ("ssl_pretrain.pretrain", "self-supervised pretraining of a 3D encoder (mae, simclr, ...)"),
-    "finetune": ("finetune.train", "supervised GM/WM segmentation: stage=subcortical | brainstem"),
-    "predict": ("finetune.predict", "segment subjects; BIDS-derivative dseg in native space + volumes"),
-    "evaluate": ("evaluation.evaluate", "probes, CKA, learning curves, baselines, group analysis, report"),
-    "study": ("evaluation.study", "the whole transfer study: pretrain -> subcortical -> brainstem sweep -> report"),
-}
-
 # Short command-line names for keys whose natural name is taken by a config group: `bssl predict model=PATH`
-# means predict.model=PATH (`model` is also the network-architecture group).
-ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "predict.model"}}
+# means predict.model=PATH (`model` is also the network-architecture group); `bssl study preset=full` means
+# study_preset=full (`preset` is the group of the single-command presets cpu/gpu, which the study's stages take).
+ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "predict.model"}, "study": {"preset": "study_preset"}}
 
 
 def _apply_aliases(command: str, overrides: list[str]) -> list[str]:
@@ -144,7 +136,7 @@ def _print_help(command: str, rest: Sequence[str], verbose: bool) -> NoReturn:
     """Print ``bssl <command> --help`` (overrides in ``rest`` change the groups shown) and exit 0."""
     overrides = [a for a in rest if not a.startswith("-")]
     try:
-        text = command_help(command, COMMANDS[command][1], overrides)
+        text = command_help(command, COMMANDS[command][1], overrides, ALIASES.get(command))
     except (HydraException, OmegaConfBaseException) as err:
         _fail(command, err, verbose, hydra_config_error(err, command))
     print(text, end="")

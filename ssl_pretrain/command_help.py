@@ -58,13 +58,16 @@ def _indent(text: str) -> str:
     return "".join(f"    {line}\n" if line.strip() else "\n" for line in text.rstrip().splitlines())
 
 
-def command_help(command: str, summary: str, overrides: Sequence[str] = ()) -> str:
+def command_help(
+    command: str, summary: str, overrides: Sequence[str] = (), aliases: Mapping[str, str] | None = None
+) -> str:
     """The help text of ``bssl <command>`` (see the module docstring).
 
     Args:
         command: the command (its entry config is ``configs/<command>.yaml``).
         summary: its one-line description.
         overrides: the Hydra overrides given with ``--help``.
+        aliases: the command line's short names (``{"preset": "study_preset"}``: ``preset=X`` is ``study_preset=X``).
     """
     choices = chosen_options(command, overrides)
     lines = [
@@ -73,6 +76,7 @@ def command_help(command: str, summary: str, overrides: Sequence[str] = ()) -> s
         f"usage: bssl {command} [--verbose] [GROUP=OPTION ...] [KEY=VALUE ...]",
         f"  bssl {command} --cfg job     print the composed config (add --resolve to resolve ${{...}})",
         f"  bssl {command} --hydra-help  Hydra's own options (multirun -m, launchers, sweeps)",
+        *[f"  {short}=VALUE is short for {key}=VALUE" for short, key in (aliases or {}).items()],
         "",
         "== Config groups (GROUP=OPTION; * = this command's choice) ==",
     ]

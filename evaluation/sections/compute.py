@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from evaluation.compute import compute_per_init
+from evaluation.compute_cost import compute_per_init
 from evaluation.report_html import duration, e, missing, num, table
 from evaluation.sections.base import Context, Section
 

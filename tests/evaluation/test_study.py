@@ -107,7 +107,7 @@ def test_a_stage_data_override_applies_on_the_study_data_and_paths_are_refused(t
 
 def test_presets_compose(tmp_path):
     for preset in ("quick", "full"):
-        cfg = compose_config("study", [f"preset={preset}"])
+        cfg = compose_config("study", [f"study_preset={preset}"])
         assert cfg.study.preset == preset and cfg.study.overrides.brainstem
     assert compose_config("study").study.preset == "quick"
 

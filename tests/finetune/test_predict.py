@@ -214,3 +214,13 @@ def test_output_elsewhere_in_the_dataset_is_refused(tmp_path, dataset, model_run
     inputs = [f"predict.inputs=[{dataset / 'sub-01/anat/sub-01_T1w.nii.gz'}]", "predict.output=in_dataset"]
     with pytest.raises(ConfigError, match=r"predict\.output.*in_dataset needs data\.root"):
         run(_cfg(tmp_path / "b", dataset, model_run, *inputs))
+
+
+def test_predict_and_finetune_share_the_inference_settings():
+    """One ``configs/inference/default.yaml``: finetune's scoring adds only the ROI crop (inference/roi.yaml)."""
+    predicted = OmegaConf.to_container(compose_config("predict").inference)
+    scored = OmegaConf.to_container(compose_config("finetune").inference)
+    assert isinstance(predicted, dict) and isinstance(scored, dict)
+    assert scored == {**predicted, "crop_to_roi": True} and "crop_to_roi" not in predicted
+    assert compose_config("finetune", ["inference.overlap=0.25"]).inference.overlap == 0.25  # keys override as before
+    assert "crop_to_roi" not in compose_config("finetune", ["inference=default"]).inference

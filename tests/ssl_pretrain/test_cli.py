@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from ssl_pretrain.cli import COMMANDS, main
+from ssl_pretrain.cli import main
+from ssl_pretrain.commands import COMMANDS
 
 
 def test_usage_lists_every_command(capsys):
@@ -50,6 +51,24 @@ def test_predict_model_alias():
 
     assert _apply_aliases("predict", ["model=/runs/x", "data.root=d"]) == ["predict.model=/runs/x", "data.root=d"]
     assert _apply_aliases("pretrain", ["model=gpu"]) == ["model=gpu"]
+
+
+def test_study_preset_alias():
+    """`bssl study preset=full` picks the study preset; other commands' preset=cpu|gpu stays the command preset."""
+    from ssl_pretrain.cli import _apply_aliases
+
+    assert _apply_aliases("study", ["preset=full", "data.root=d"]) == ["study_preset=full", "data.root=d"]
+    assert _apply_aliases("pretrain", ["preset=cpu"]) == ["preset=cpu"]
+
+
+def test_study_help_with_the_preset_short_name_marks_the_study_preset(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "preset=full", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "study_preset full*, quick" in out and "preset       cpu, gpu" in out
+    assert "preset=VALUE is short for study_preset=VALUE" in out
+    assert "configs/study_preset/full.yaml" in out
 
 
 def test_command_help_is_titled_and_shows_groups_and_commented_config(capsys):

@@ -11,13 +11,13 @@ from ssl_pretrain.config import compose_config
 from ssl_pretrain.data.grid import parse_patch_size, parse_spacing
 from ssl_pretrain.methods.masking import as_block
 
-PRESETS = [
-    ("pretrain", "cpu"),
-    ("pretrain", "gpu"),
-    ("finetune", "cpu"),
-    ("finetune", "gpu"),
-    ("study", "quick"),
-    ("study", "full"),
+PRESETS = [  # (command, its preset override): the single-command presets and the study presets
+    ("pretrain", "preset=cpu"),
+    ("pretrain", "preset=gpu"),
+    ("finetune", "preset=cpu"),
+    ("finetune", "preset=gpu"),
+    ("study", "study_preset=quick"),
+    ("study", "study_preset=full"),
 ]
 
 
@@ -32,7 +32,7 @@ def brain_box_mm() -> np.ndarray:
 
 @pytest.mark.parametrize(("command", "preset"), PRESETS)
 def test_preset_patches_fit_inside_the_brain_box(command: str, preset: str, brain_box_mm: np.ndarray) -> None:
-    cfg = compose_config(command, [f"preset={preset}"])
+    cfg = compose_config(command, [preset])
     patch = np.asarray(parse_patch_size(cfg.data.patch_size))
     extent = patch * parse_spacing(cfg.data.spacing)
     assert np.all(extent <= brain_box_mm), f"{preset}: {extent} mm patches vs a {brain_box_mm} mm brain"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evaluation.compute import compute_per_init
+from evaluation.compute_cost import compute_per_init
 from evaluation.runs import collect_runs
 from ssl_pretrain.run_dir import write_json_atomic
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from finetune.init import initialise, load_segmentation_model, resolve_init
+from finetune.initialisation import initialise, load_segmentation_model, resolve_init
 from finetune.policy import build_segmentation_net
 from ssl_pretrain.errors import CheckpointError
 from ssl_pretrain.models.checkpoint import save_weights
