@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from evaluation.compute import compute_per_init
+from evaluation.compute_cost import compute_per_init
 from evaluation.runs import collect_runs
 from evaluation.sections.compute import Compute
 from evaluation.sections.convergence import Convergence
