@@ -3,7 +3,7 @@
 A table of module *names*, not imports: :mod:`ssl_pretrain.cli` imports a command's module only when the
 command runs, and :mod:`evaluation.stages` runs the study's stages through the same table. Both import this
 module, which imports nothing, so neither imports the other: the import graph has no cycle between the
-command line and the packages downstream of ``ssl_pretrain`` (``tests/test_imports.py`` checks it).
+command line and the packages downstream of ``ssl_pretrain`` (``tests/ssl_pretrain/test_commands.py`` checks it).
 """
 
 from __future__ import annotations
