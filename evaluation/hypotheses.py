@@ -1,4 +1,4 @@
-"""Transfer hypotheses of a study: where an arm's weights start, as data (``configs/experiment/<name>.yaml``).
+"""Transfer hypotheses of a study: where an arm's weights start, as data (``configs/hypothesis/<name>.yaml``).
 
 A hypothesis names
 
@@ -98,8 +98,8 @@ def hypotheses(cfg: DictConfig) -> list[Hypothesis]:
     """
     raw = OmegaConf.to_container(cfg.study.hypotheses, resolve=True)
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError("experiment", "no hypothesis selected; e.g. experiment=[scratch,ssl_mae]")
+        raise ConfigError("hypothesis", "no hypothesis selected; e.g. hypothesis=[scratch,ssl_mae]")
     out = [_one(str(name), spec) for name, spec in raw.items()]
     if all(h.match_compute for h in out):
-        raise ConfigError("experiment", "a compute-matched control needs at least one other hypothesis to match")
+        raise ConfigError("hypothesis", "a compute-matched control needs at least one other hypothesis to match")
     return out

@@ -19,7 +19,7 @@ seed fixes the labelled subjects of every arm alike, and a k-label run reads no 
 Where the stages run is the runner's business (``study.launcher``, :mod:`evaluation.launch`): one after another
 in this process, or as submitit jobs (local processes or SLURM) in dependency waves; ``study.plan_only`` prints
 the stages and their cost instead (:mod:`evaluation.plan`).
-Hypotheses come from ``configs/experiment/<name>.yaml`` (:mod:`evaluation.hypotheses`); presets
+Hypotheses come from ``configs/hypothesis/<name>.yaml`` (:mod:`evaluation.hypotheses`); presets
 (``preset=quick``, ``preset=full``) set the steps and the network of every stage through ``study.overrides``.
 """
 

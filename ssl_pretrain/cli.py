@@ -45,13 +45,24 @@ log = logging.getLogger("bssl")
 ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "predict.model"}, "study": {"preset": "study_preset"}}
 
 
+# Old names still accepted, with one warning per run: `experiment=[…]` chose hypotheses before their group was
+# named for what it holds (configs/hypothesis/).
+RENAMED: dict[str, dict[str, str]] = {"study": {"experiment": "hypothesis"}}
+
+
 def _apply_aliases(command: str, overrides: list[str]) -> list[str]:
-    """Rewrite ``key=value`` overrides whose key is a command's alias."""
-    aliases = ALIASES.get(command, {})
-    out = []
+    """Rewrite ``key=value`` overrides whose key is a command's alias or an old name (warned about once)."""
+    aliases, renamed = ALIASES.get(command, {}), RENAMED.get(command, {})
+    out, warned = [], set()
     for arg in overrides:
         key, sep, value = arg.partition("=")
-        out.append(f"{aliases[key]}={value}" if sep and key in aliases else arg)
+        if sep and key in renamed:
+            if key not in warned:
+                log.warning("bssl %s: %s= is now %s= (configs/%s/); the old name still works", command, key,
+                            renamed[key], renamed[key])  # fmt: skip
+                warned.add(key)
+            key = renamed[key]
+        out.append(f"{aliases.get(key, key)}={value}" if sep else arg)
     return out
 
 

@@ -63,7 +63,7 @@ def upstream(stage: Stage) -> list[str]:
     return [] if init == "scratch" else [init]
 
 
-SMALL = ["experiment=[scratch,subcortical,ssl_mae_subcortical]", "study.k=[0,1]", "study.seeds=[0]"]
+SMALL = ["hypothesis=[scratch,subcortical,ssl_mae_subcortical]", "study.k=[0,1]", "study.seeds=[0]"]
 
 
 def test_waves_run_every_stage_after_the_stages_it_reads(tmp_path, demo_cohort, fake_commands):

@@ -48,13 +48,13 @@ SMALL = ["study.k=[0,1]", "study.seeds=[0]"]
 
 @pytest.fixture
 def lab_configs(tmp_path: Path) -> Iterator[Path]:
-    """A config folder with ``stage/cerebellum.yaml`` and ``experiment/ssl_mae_cerebellum.yaml`` only, searched as
+    """A config folder with ``stage/cerebellum.yaml`` and ``hypothesis/ssl_mae_cerebellum.yaml`` only, searched as
     inside ``bssl study hydra.searchpath=[file://DIR]`` (Hydra initialised on configs/, its HydraConfig set)."""
     configs = tmp_path / "lab_configs"
     (configs / "stage").mkdir(parents=True)
-    (configs / "experiment").mkdir()
+    (configs / "hypothesis").mkdir()
     (configs / "stage" / "cerebellum.yaml").write_text(STAGE)
-    (configs / "experiment" / "ssl_mae_cerebellum.yaml").write_text(HYPOTHESIS)
+    (configs / "hypothesis" / "ssl_mae_cerebellum.yaml").write_text(HYPOTHESIS)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         searchpath = f"hydra.searchpath=[file://{configs}]"
         HydraConfig.instance().set_config(compose("study", overrides=[searchpath], return_hydra_config=True))
@@ -65,7 +65,7 @@ def lab_configs(tmp_path: Path) -> Iterator[Path]:
 
 
 def _study(tmp_path: Path, experiments: list[str]) -> Study:
-    cfg = quick_config(tmp_path, tmp_path / "bids", [f"experiment=[{','.join(experiments)}]", *SMALL])
+    cfg = quick_config(tmp_path, tmp_path / "bids", [f"hypothesis=[{','.join(experiments)}]", *SMALL])
     records = [SimpleNamespace(key=f"sub-{i:02d}", group="ALS" if i % 2 else "HC") for i in range(6)]
     study = Study(cfg, "fp")
     study.all_stages(records)

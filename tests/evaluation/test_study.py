@@ -1,4 +1,4 @@
-"""``bssl study``: experiment configs compose, stages are keyed by config, a tiny study runs end to end."""
+"""``bssl study``: hypothesis configs compose, stages are keyed by config, a tiny study runs end to end."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ssl_pretrain.config import CONFIG_DIR, compose_config
 from ssl_pretrain.errors import ConfigError, DataError
 from ssl_pretrain.run_dir import is_complete, read_run_record, write_json_atomic
 
-EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "hypothesis").glob("*.yaml"))
 TINY_STAGES = ["preset=cpu", "model.channels=[4,8,16]", "model.strides=[1,2,2]", "model.num_res_units=1",
                "trainer.max_steps=2", "trainer.enable_progress_bar=false"]  # fmt: skip
 
@@ -26,7 +26,7 @@ TINY_STAGES = ["preset=cpu", "model.channels=[4,8,16]", "model.strides=[1,2,2]",
 def study_config(tmp_path: Path, root: Path, experiments: list[str], extra: list[str] = ()):  # type: ignore[assignment]
     cfg = compose_config(
         "study",
-        [f"data.root={root}", "data.spacing=3", "data.patch_size=16", f"experiment=[{','.join(experiments)}]",
+        [f"data.root={root}", "data.spacing=3", "data.patch_size=16", f"hypothesis=[{','.join(experiments)}]",
          f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={tmp_path / 'cache'}", *extra],
         output_dir=tmp_path / "study",
     )  # fmt: skip
@@ -46,7 +46,7 @@ def study_config(tmp_path: Path, root: Path, experiments: list[str], extra: list
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_config_composes_into_stage_configs(tmp_path, name):
+def test_every_hypothesis_config_composes_into_stage_configs(tmp_path, name):
     chosen = [name] if name != "scratch_matched" else ["scratch", name]  # a matched control needs an arm to match
     cfg = study_config(tmp_path, tmp_path / "bids", chosen)
     spec = next(h for h in hypotheses(cfg) if h.name == name)

@@ -104,3 +104,14 @@ def test_command_help_with_a_bad_override_is_one_line(capsys):
         main(["pretrain", "method=simclrr", "--help"])
     assert exc.value.code == 2
     assert "no option 'simclrr'" in capsys.readouterr().err
+
+
+def test_the_old_experiment_key_still_chooses_hypotheses_with_one_warning(caplog):
+    from ssl_pretrain.cli import _apply_aliases
+
+    with caplog.at_level("WARNING", logger="bssl"):
+        out = _apply_aliases("study", ["experiment=[scratch,ssl_mae]", "data.root=d", "experiment=[scratch]"])
+    assert out == ["hypothesis=[scratch,ssl_mae]", "data.root=d", "hypothesis=[scratch]"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["bssl study: experiment= is now hypothesis= (configs/hypothesis/); the old name still works"]
+    assert _apply_aliases("pretrain", ["experiment=x"]) == ["experiment=x"]  # only the study had that group
