@@ -25,24 +25,9 @@ from ssl_pretrain.methods.base import Patch, PretrainMethod
 from ssl_pretrain.methods.pooling import pool_maps
 from ssl_pretrain.models.unet import build_encoder
 from ssl_pretrain.pretrain import run
+from tests.ssl_pretrain.test_pretrain import TINY
 from tests.synthetic import write_synthetic_bids
 
-TINY = [
-    "model.channels=[8,16]",
-    "model.strides=[1,2]",
-    "model.num_res_units=[1,1]",
-    "model.subunits=1",
-    "data.patch_size=16",
-    "data.batch_size=2",
-    "data.patches_per_epoch=6",
-    "data.val_patches=4",
-    "data.num_workers=0",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.deterministic=true",
-    "trainer.log_every_n_steps=1",
-    "trainer.checkpoint_every_n_steps=3",
-]
 CONFIG = f"""\
 _target_: {__name__}.FeatureTarget
 name: feature_target
@@ -89,14 +74,7 @@ class FeatureTarget(PretrainMethod):
         return {"loss": loss, "feature_target": loss.detach()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny 16³ convolutions run fastest on one thread (and do not stall when the cores are shared)."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)  # trainer.deterministic=true runs switch it on
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/ssl_pretrain/conftest.py
 
 
 @pytest.fixture(scope="module")

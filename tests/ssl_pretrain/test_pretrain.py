@@ -50,14 +50,7 @@ METHOD_OVERRIDES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny 16³ convolutions run fastest on one thread (and do not stall when the cores are shared)."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)  # trainer.deterministic=true runs switch it on
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/ssl_pretrain/conftest.py
 
 
 @pytest.fixture(scope="module")
