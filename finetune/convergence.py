@@ -8,8 +8,12 @@ default), without any held-out label:
   loss is recorded too, for the curves, but not tested: at two patches per step it varies by tens of
   percent from one step to the next, so its trend over a fifth of a short run says nothing at a 2 %
   threshold, while the fixed-patch loss changes only when the weights do;
-* the ROI **Dice** (mean of GM and WM) on the run's labelled training subjects (at most ``max_subjects``
-  of them, the first in selection order), predicted like test subjects — whole ROI, sliding window.
+* the ROI **Dice** (mean of GM and WM) on the run's labelled training subjects. ``dice_on: patches`` (the
+  default) counts it on the same fixed patches, from the same forward pass as their loss: every labelled ROI
+  voxel of the 32 patches together (80 % of them centred in the ROI, which at the brainstem's size covers it
+  several times over). ``dice_on: subjects`` predicts at most ``max_subjects`` of the subjects like test
+  subjects instead (whole ROI, sliding window, as test subjects are scored), at many times the cost
+  (``benchmarks/finetune_stage.py`` reports the monitor's share of a brainstem run).
 
 The test (``finetune.convergence``): from the checkpoint that starts the last ``window`` of training (a
 fifth) to the last one, the fixed-patch loss falls by less than ``max_loss_fall`` (2 %) and the
@@ -31,11 +35,10 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from scipy import stats
 
-from ssl_pretrain.data.cache import CachedSubject
 from ssl_pretrain.errors import ConfigError
 
-DiceOf = Callable[[L.LightningModule, CachedSubject], float]
-LossOf = Callable[[L.LightningModule], float]
+Measure = Callable[[L.LightningModule], tuple[float, float]]  # module -> (fixed-patch loss, training Dice)
+DICE_ON = ("patches", "subjects")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class ConvergenceRule:
     checkpoints: int = 5
     max_subjects: int = 8
     fixed_patches: int = 32
+    dice_on: str = "patches"
 
     @classmethod
     def from_config(cls, cfg: Any) -> ConvergenceRule:
@@ -67,7 +71,10 @@ class ConvergenceRule:
             checkpoints=int(values["checkpoints"]),
             max_subjects=int(values["max_subjects"]),
             fixed_patches=int(values["fixed_patches"]),
+            dice_on=str(values["dice_on"]),
         )
+        if rule.dice_on not in DICE_ON:
+            raise ConfigError("finetune.convergence.dice_on", f"expected one of {list(DICE_ON)}, got {rule.dice_on!r}")
         if not 0.0 < rule.window < 1.0:
             raise ConfigError("finetune.convergence.window", f"expected a fraction in (0, 1), got {rule.window}")
         if rule.max_loss_fall < 0 or rule.max_dice_gain < 0:
@@ -110,6 +117,12 @@ def _between(curve: Sequence[tuple[int, float]], start: int, end: int) -> tuple[
     return (at[start], at[end]) if start in at and end in at else (float("nan"), float("nan"))
 
 
+def _dice_source(rule: ConvergenceRule) -> str:
+    if rule.dice_on == "patches":
+        return "subjects' fixed patches"
+    return f"subjects (at most {rule.max_subjects}, whole ROI)"
+
+
 def judge(
     rule: ConvergenceRule,
     fixed_loss: Sequence[tuple[int, float]],
@@ -149,7 +162,7 @@ def judge(
         "rule": (
             f"from step {start} to step {total} (the last {rule.window:.0%} of training) the loss on "
             f"{rule.fixed_patches} fixed training patches falls by less than {rule.max_loss_fall:.0%} and the "
-            f"Dice on the labelled training subjects gains less than {rule.max_dice_gain:g}"
+            f"Dice on the labelled training {_dice_source(rule)} gains less than {rule.max_dice_gain:g}"
         ),
         **asdict(rule),
     }
@@ -161,23 +174,16 @@ class ConvergenceMonitor(Callback):
 
     Args:
         rule: the settings.
-        subjects: the run's labelled training subjects (the first ``rule.max_subjects`` are scored).
-        dice_of: ``(module, subject) -> ROI Dice`` (mean of GM and WM) of one subject.
-        loss_of: ``module -> loss`` on the run's fixed training patches.
+        measure: ``module -> (fixed-patch loss, training-subject ROI Dice)`` (the Dice is the mean of GM and WM,
+            counted as ``rule.dice_on`` says; ``finetune.train`` builds it).
         total_steps: the run's planned optimiser steps.
+        subjects: keys of the labelled training subjects the Dice counts (recorded in the summary).
     """
 
-    def __init__(
-        self,
-        rule: ConvergenceRule,
-        subjects: Sequence[CachedSubject],
-        dice_of: DiceOf,
-        loss_of: LossOf,
-        total_steps: int,
-    ) -> None:
+    def __init__(self, rule: ConvergenceRule, measure: Measure, total_steps: int, subjects: Sequence[str]) -> None:
         self.rule = rule
-        self.subjects = list(subjects)[: rule.max_subjects]
-        self.dice_of, self.loss_of = dice_of, loss_of
+        self.measure = measure
+        self.subjects = list(subjects)
         self.total = int(total_steps)
         self.targets = rule.dice_steps(self.total)
         self.losses: list[tuple[int, float]] = []
@@ -190,21 +196,16 @@ class ConvergenceMonitor(Callback):
         if loss is not None and (not self.losses or self.losses[-1][0] != step):
             self.losses.append((step, float(loss.detach())))
         if step in self.targets and all(s != step for s, _ in self.dice):
-            self.fixed_loss.append((step, float(self.loss_of(pl_module))))
-            self.dice.append((step, self.train_dice(pl_module)))
-
-    def train_dice(self, module: L.LightningModule) -> float:
-        """Mean ROI Dice over the scored training subjects (NaN without any)."""
-        values = [self.dice_of(module, s) for s in self.subjects]
-        finite = [v for v in values if np.isfinite(v)]
-        return float(np.mean(finite)) if finite else float("nan")
+            fixed_loss, dice = self.measure(pl_module)
+            self.fixed_loss.append((step, float(fixed_loss)))
+            self.dice.append((step, float(dice)))
 
     def summary(self) -> dict[str, Any]:
         """The ``convergence`` entry of ``model.json``: the verdict plus every curve."""
         verdict = judge(self.rule, self.fixed_loss, self.dice, self.total, self.losses)
         return {
             **verdict,
-            "train_subjects": [s.key for s in self.subjects],
+            "train_subjects": list(self.subjects),
             "train_dice": [[s, v] for s, v in self.dice],
             "fixed_patch_loss": [[s, v] for s, v in self.fixed_loss],
             "loss": [[s, v] for s, v in self.losses],

@@ -26,9 +26,12 @@ from finetune.roi import StageROI
 from finetune.roi_loss import ROIDiceCELoss
 from ssl_pretrain.data import batch as B
 from ssl_pretrain.data.cache import CachedSubject
+from ssl_pretrain.data.labels import TISSUE_CLASSES
 from ssl_pretrain.training import build_optimizer
 
 VAL_METRIC = "val/dice"
+N_TISSUE = len(TISSUE_CLASSES)
+DICE_CLASSES = tuple(c for c, name in TISSUE_CLASSES.items() if name in ("GM", "WM"))  # the mean Dice follows
 
 
 class WholeVolumes(Dataset):
@@ -158,24 +161,43 @@ class SegmentationModule(L.LightningModule):
                 self.log(f"val/dice_{cls}", m[f"dice_{cls}"], batch_size=1, sync_dist=True)
 
     @torch.no_grad()
-    def fixed_patch_loss(self, items: Sequence[dict[str, Any]], batch_size: int = 4) -> float:
-        """The stage's loss on fixed patches (unaugmented items of a :class:`PatchDataset`), in eval mode.
+    def fixed_patch_scores(self, items: Sequence[dict[str, Any]], batch_size: int = 4) -> dict[str, float]:
+        """The stage's loss and ROI Dice on fixed patches (unaugmented items of a :class:`PatchDataset`), in eval
+        mode, from one forward pass per chunk.
 
-        A deterministic function of the weights (the convergence test's loss; :mod:`finetune.convergence`).
+        ``loss`` is the mean of the chunks' losses; ``dice`` the mean of the GM and WM Dice of the tissue head's
+        argmax, counted over every labelled ROI voxel of every patch together (NaN classes left out; 0 when both
+        are absent). Both are deterministic functions of the weights (the convergence test's quantities;
+        :mod:`finetune.convergence`).
         """
         was_training = self.net.training
         self.net.eval()
-        values = []
+        losses, hits = [], torch.zeros(3, N_TISSUE, dtype=torch.float64)  # (overlap, predicted, true) per class
         try:
             for start in range(0, len(items), batch_size):
                 chunk = items[start : start + batch_size]
                 image = torch.stack([it[B.IMAGE] for it in chunk]).to(self.device)
                 tissue = torch.stack([it[B.TISSUE] for it in chunk]).to(self.device)
                 regions = torch.stack([it[B.REGIONS] for it in chunk]).to(self.device)
-                values.append(float(self.losses(self.net(image), tissue, regions)["loss"]))
+                logits = self.net(image)  # (b, sum(heads), X, Y, Z)
+                losses.append(float(self.losses(logits, tissue, regions)["loss"]))
+                counted = self.roi.patch_mask(regions) & (tissue != B.IGNORE_INDEX)  # (b, 1, X, Y, Z)
+                predicted = logits[:, : self.inference.heads[0]].argmax(1, keepdim=True)[counted]
+                truth = tissue[counted]
+                for c in range(N_TISSUE):
+                    p, t = predicted == c, truth == c
+                    hits[:, c] += torch.tensor([(p & t).sum(), p.sum(), t.sum()], dtype=torch.float64)
         finally:
             self.train(was_training)  # re-applies the policy (a frozen encoder stays in eval mode)
-        return float(np.mean(values)) if values else float("nan")
+        dice = [2 * hits[0, c] / (hits[1, c] + hits[2, c]) for c in DICE_CLASSES if hits[1, c] + hits[2, c] > 0]
+        return {
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "dice": float(np.mean(dice)) if dice else 0.0,
+        }
+
+    def fixed_patch_loss(self, items: Sequence[dict[str, Any]], batch_size: int = 4) -> float:
+        """The ``loss`` of :meth:`fixed_patch_scores`."""
+        return self.fixed_patch_scores(items, batch_size)["loss"]
 
     def configure_optimizers(self) -> Any:
         groups = param_groups(self.net, self.policy, self.optim_cfg)

@@ -282,13 +282,17 @@ def _train(
     )  # fmt: skip
     fixed = [patches[i] for i in range(len(patches))]  # unaugmented, all modalities, the same at every checkpoint
 
-    def dice_of(pl_module: L.LightningModule, subject: Any) -> float:
-        return roi_dice(module.net, subject, module.roi, module.inference, pl_module.device)["dice"]
+    subjects = dm.train_subjects if rule.dice_on == "patches" else dm.train_subjects[: rule.max_subjects]
 
-    def loss_of(pl_module: L.LightningModule) -> float:
-        return module.fixed_patch_loss(fixed)
+    def measure(pl_module: L.LightningModule) -> tuple[float, float]:
+        scores = module.fixed_patch_scores(fixed)
+        if rule.dice_on == "subjects":
+            values = [roi_dice(module.net, s, module.roi, module.inference, pl_module.device)["dice"] for s in subjects]
+            finite = [v for v in values if np.isfinite(v)]
+            scores["dice"] = float(np.mean(finite)) if finite else float("nan")
+        return scores["loss"], scores["dice"]
 
-    monitor = ConvergenceMonitor(rule, dm.train_subjects, dice_of, loss_of, int(cfg.trainer.max_steps))
+    monitor = ConvergenceMonitor(rule, measure, int(cfg.trainer.max_steps), [s.key for s in subjects])
     validates = selection.uses_validation
     val_loader = DataLoader(WholeVolumes(selection.val_subjects), batch_size=None) if validates else None
     trainer = build_trainer(

@@ -1,11 +1,19 @@
-"""The plateau test of finetune.convergence: closed-form slopes, verdicts on synthetic curves, resumable state."""
+"""The plateau test of finetune.convergence: closed-form slopes, verdicts on synthetic curves, resumable state, and
+the fixed-patch Dice it follows against a plain numpy count."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from finetune.convergence import ConvergenceMonitor, ConvergenceRule, judge, loss_fall
+from finetune.inference import InferenceSettings
+from finetune.module import SegmentationModule
+from finetune.roi import StageROI
+from finetune.roi_loss import ROIDiceCELoss
+from ssl_pretrain.data import batch as B
+from ssl_pretrain.data.labels import REGION_INDEX
 from ssl_pretrain.errors import ConfigError
 
 
@@ -74,6 +82,7 @@ def test_dice_steps_include_the_window_start_and_the_end():
         ("checkpoints", 1),
         ("max_subjects", 0),
         ("fixed_patches", 0),
+        ("dice_on", "voxels"),
         ("nope", 1),
     ],
 )
@@ -90,26 +99,19 @@ class _Loss:
         return self.value
 
 
-class _Subject:
-    def __init__(self, key):
-        self.key = key
-
-
 class _Trainer:
     global_step = 0
 
 
 def test_the_monitor_records_every_step_and_resumes_from_its_state():
-    rule = ConvergenceRule(checkpoints=2, max_subjects=2)
-    a, b, c = _Subject("a"), _Subject("b"), _Subject("c")
-    monitor = ConvergenceMonitor(rule, [a, b, c], lambda module, s: {"a": 0.5, "b": 0.7}[s.key], lambda m: 1.0, 10)
-    assert monitor.subjects == [a, b]
+    rule = ConvergenceRule(checkpoints=2)
+    monitor = ConvergenceMonitor(rule, lambda m: (1.0, 0.6), 10, ["a", "b"])
     trainer = _Trainer()
     for step in range(1, 7):
         trainer.global_step = step
         monitor.on_train_batch_end(trainer, None, {"loss": _Loss(1.0 / step)}, None, step)
     state = monitor.state_dict()
-    resumed = ConvergenceMonitor(rule, [a, b], lambda module, s: 0.6, lambda m: 0.9, 10)
+    resumed = ConvergenceMonitor(rule, lambda m: (0.9, 0.6), 10, ["a", "b"])
     resumed.load_state_dict(state)
     for step in range(7, 11):
         trainer.global_step = step
@@ -119,3 +121,51 @@ def test_the_monitor_records_every_step_and_resumes_from_its_state():
     assert summary["train_dice"] == [[5, pytest.approx(0.6)], [8, 0.6], [10, 0.6]]  # step 5 before the resume
     assert summary["train_subjects"] == ["a", "b"]
     assert summary["fixed_patch_loss"] == [[5, 1.0], [8, 0.9], [10, 0.9]] and summary["loss_fall"] == pytest.approx(0.0)
+
+
+class _Fixed(torch.nn.Module):
+    """A "network" whose logits are one-hot of a fixed label volume per item (ignores its input)."""
+
+    def __init__(self, labels):
+        super().__init__()
+        self.labels = labels  # (N, X, Y, Z)
+        self.encoder = torch.nn.Linear(1, 1)  # what the policy looks for
+        self.calls = 0
+
+    def forward(self, x):
+        out = self.labels[self.calls : self.calls + len(x)]
+        self.calls += len(x)
+        return torch.nn.functional.one_hot(out, 4).permute(0, 4, 1, 2, 3).float() * 10
+
+
+def _patches(rng, n=6, shape=(6, 6, 6)):
+    brainstem = REGION_INDEX["brainstem"]
+    items = []
+    for _ in range(n):
+        regions = torch.as_tensor(rng.choice([0, brainstem], size=(1, *shape), p=[0.4, 0.6]))
+        tissue = torch.as_tensor(rng.integers(-1, 4, size=(1, *shape)))
+        items.append({B.IMAGE: torch.zeros(1, *shape), B.TISSUE: tissue, B.REGIONS: regions})
+    return items
+
+
+def test_fixed_patch_dice_counts_every_labelled_roi_voxel_of_all_patches_together():
+    rng = np.random.default_rng(0)
+    items = _patches(rng)
+    guess = torch.as_tensor(rng.integers(0, 4, size=(len(items), 6, 6, 6)))
+    roi = StageROI.from_config({"name": "brainstem", "roi": "brainstem"}, 2.0)
+    module = SegmentationModule(
+        _Fixed(guess), policy="full", roi=roi, loss=ROIDiceCELoss(4), optim_cfg={}, total_steps=1,
+        inference=InferenceSettings((6, 6, 6), 1),
+    )  # fmt: skip
+    scores = module.fixed_patch_scores(items, batch_size=4)
+    truth = np.concatenate([it[B.TISSUE].numpy().ravel() for it in items])
+    inside = np.concatenate([(it[B.REGIONS] == REGION_INDEX["brainstem"]).numpy().ravel() for it in items])
+    counted = inside & (truth >= 0)
+    predicted, truth = guess.numpy().ravel()[counted], truth[counted]
+    overlap = [np.sum((predicted == c) & (truth == c)) for c in (2, 3)]  # GM, WM
+    reference = [2 * o / (np.sum(predicted == c) + np.sum(truth == c)) for o, c in zip(overlap, (2, 3), strict=True)]
+    assert scores["dice"] == pytest.approx(np.mean(reference))
+    assert np.isfinite(scores["loss"]) and module.net.calls == len(items)  # one forward pass for loss and Dice
+    perfect = torch.stack([it[B.TISSUE][0].clamp(min=0) for it in items])
+    module.net = _Fixed(perfect)
+    assert module.fixed_patch_scores(items)["dice"] == pytest.approx(1.0)

@@ -90,8 +90,15 @@ def test_subcortical_then_brainstem_then_predict(tmp_path, cohort, pretrain_run)
     assert [s for s, _ in conv["train_dice"]] == [1, 2, 3, 4] and conv["train_subjects"]
     assert json.loads((sub / "run.json").read_text())["status"] == "complete"
 
-    stem = train.run(_cfg(tmp_path, cohort, "stem", "stage=brainstem", "labels.k=2", "labels.seed=3", f"init={sub}"))
+    assert "fixed patches" in conv["rule"] and conv["dice_on"] == "patches"
+
+    by_subject = ["finetune.convergence.dice_on=subjects", "finetune.convergence.max_subjects=1"]
+    stem = train.run(
+        _cfg(tmp_path, cohort, "stem", "stage=brainstem", "labels.k=2", "labels.seed=3", f"init={sub}", *by_subject)
+    )
     meta2 = read_sidecar(stem / "model.pt")
+    conv2 = meta2["convergence"]
+    assert len(conv2["train_subjects"]) == 1 and "whole ROI" in conv2["rule"] and len(conv2["train_dice"]) == 4
     assert meta2["stage"] == "brainstem" and meta2["init"]["loaded"] == "model"
     assert meta2["init"]["source_stage"] == "subcortical"
     assert len(meta2["labelled_subjects"]) == 2 and set(meta2["labelled_groups"]) == {"HC", "ALS"}
