@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.methods.pooling import pooled_features
 
 if TYPE_CHECKING:
     from ssl_pretrain.methods.mae import MAE
@@ -105,10 +106,19 @@ class PretrainMethod(nn.Module, ABC):
 
 
 class ContrastiveMethod(PretrainMethod):
-    """A two-view method with embeddings: runs also report alignment and uniformity of its views."""
+    """A two-view method with embeddings: runs also report alignment and uniformity of its views.
+
+    The default :meth:`embed` pools the encoder's feature maps (``self.pooling`` of ``self.pool_stages``,
+    :mod:`ssl_pretrain.methods.pooling`) and projects them with ``self.head``; a method built otherwise
+    overrides it.
+    """
 
     views: ClassVar[int] = 2
+    head: nn.Module
+    pooling: str = "mean"
+    pool_stages: str = "last"
 
-    @abstractmethod
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views ``(B, C, X, Y, Z)``."""
+        features = pooled_features(cast(nn.Module, self.encoder), image, self.pooling, self.pool_stages)
+        return features, self.head(features)

@@ -168,11 +168,6 @@ class SimCLR(ContrastiveMethod):
         check_pooling_config(cfg)
         check_ntxent(cfg)
 
-    def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""
-        features = pooled_features(self.encoder, image, self.pooling, self.pool_stages)
-        return features, self.head(features)
-
     def before_training_step(self, step: int, total_steps: int) -> None:
         """Move the momentum copy towards the trained network, ``θ_k ← m θ_k + (1 − m) θ`` (without one: nothing).
 

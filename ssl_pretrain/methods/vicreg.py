@@ -36,7 +36,7 @@ from ssl_pretrain.data.batch import IMAGE, IMAGE_B
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.methods.base import ContrastiveMethod, Patch
 from ssl_pretrain.methods.local_vicreg import LocalVICRegLoss
-from ssl_pretrain.methods.pooling import check_pooling_config, pool_maps, pooled_dim, pooled_features
+from ssl_pretrain.methods.pooling import check_pooling_config, pool_maps, pooled_dim
 from ssl_pretrain.models.unet import build_encoder
 
 HEAD_NORMS = ("none", "layer", "batch")
@@ -178,11 +178,6 @@ class VICReg(ContrastiveMethod):
         alpha = float((cfg.get("local") or {}).get("alpha", 1.0))
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError("method.local.alpha", f"must lie in [0, 1] (1: no local term), got {alpha}")
-
-    def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views."""
-        features = pooled_features(self.encoder, image, self.pooling, self.pool_stages)
-        return features, self.head(features)
 
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Loss of one two-view batch with its three (unweighted, this process's) global terms logged beside it,
