@@ -128,6 +128,9 @@ class Study:
             raise ConfigError("study.k", "needs at least one k >= 1 (or all) besides the zero-shot k = 0")
         self.seeds = _ints(cfg, "seeds")
         self.pretrain_seeds = _ints(cfg, "pretrain_seeds")
+        self.t1w_only_k = [str(k) for k in cfg.study.get("t1w_only_k", ["all"]) or []]
+        if bad := [k for k in self.t1w_only_k if k not in self.ks]:
+            raise ConfigError("study.t1w_only_k", f"{bad} not among study.k {self.ks}")
         self.done: list[Stage] = []
         self._stage_cfgs: dict[str, DictConfig] = {}
 
@@ -202,6 +205,8 @@ class Study:
     def _target_overrides(self, h: Hypothesis, k: str, seed: int) -> list[str]:
         overrides = [f"stage={self.target}", f"labels.k={k}", f"labels.seed={seed}", f"seed={seed}"]
         overrides += self._overrides("target", self.target)
+        if str(k) not in self.t1w_only_k:
+            overrides.append("eval.t1w_only=false")  # scoring restricted to what the report reads (study.t1w_only_k)
         if h.match_compute:
             overrides += [f"trainer.max_steps={self.supervised_steps(h)}", "compute_matched=true"]
         return overrides

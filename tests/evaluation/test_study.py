@@ -75,6 +75,20 @@ def test_the_compute_matched_control_trains_as_long_as_the_longest_chain(tmp_pat
     study.check_design()  # the matched arm differs from the others in its steps only: allowed
 
 
+def test_only_the_runs_the_report_reads_score_t1w_only(tmp_path):
+    """The T1w-only table reads k = all runs (study.t1w_only_k); other k skip that second pass, every arm alike."""
+    cfg = study_config(tmp_path, tmp_path / "bids", ["scratch", "subcortical", "scratch_matched"])
+    study = Study(cfg, "fp")
+    for h in study.hypotheses:
+        for k, scored in (("1", False), ("all", True)):
+            stage = compose_stage(h.name, "finetune", study._target_overrides(h, k, 0), cfg, "fp", {"init": "scratch"})
+            assert stage.cfg.eval.t1w_only is scored
+    study.check_design()
+    with open_dict(cfg):
+        cfg.study.t1w_only_k = ["0", "1", "all"]
+    assert "eval.t1w_only=false" not in Study(cfg, "fp")._target_overrides(study.hypotheses[0], "1", 0)
+
+
 def test_arms_that_differ_in_more_than_their_initialisation_are_refused(tmp_path):
     cfg = study_config(tmp_path, tmp_path / "bids", ["scratch"])
     a = compose_stage("a", "finetune", ["stage=brainstem"], cfg, "fp", values={"init": "scratch"}).cfg
@@ -147,7 +161,8 @@ def test_bad_study_settings_name_their_key(tmp_path):
         with pytest.raises(ConfigError, match=key):
             hypotheses(bad)
     for extra, key in [(["study.k=[0]"], r"study\.k"), (["study.k=[-1]"], r"labels\.k"),
-                       (["study.seeds=[]"], r"study\.seeds"), (["study.target=cortex"], r"study\.target")]:  # fmt: skip
+                       (["study.seeds=[]"], r"study\.seeds"), (["study.target=cortex"], r"study\.target"),
+                       (["study.t1w_only_k=[2]"], r"study\.t1w_only_k")]:  # fmt: skip
         with pytest.raises(ConfigError, match=key):
             Study(study_config(tmp_path, tmp_path / "bids", ["scratch"], extra), "fp")
     with pytest.raises(ConfigError, match=r"study\.overrides"):
