@@ -17,8 +17,9 @@ target schedule (checked before anything trains, :mod:`evaluation.study_design`)
 control (``match_compute``) trains from scratch for as many supervised steps as the longest chain, each
 seed fixes the labelled subjects of every arm alike, and a k-label run reads no other label.
 Where the stages run is the runner's business (``study.launcher``, :mod:`evaluation.launch`): one after another
-in this process, or as submitit jobs (local processes or SLURM) in dependency waves; ``study.plan_only`` prints
-the stages and their cost instead (:mod:`evaluation.plan`).
+in this process, or as submitit jobs (local processes or SLURM) in dependency waves; ``bssl study
+study.plan_only=true`` prints the stages and their cost instead (:mod:`evaluation.plan`, chosen by the command's
+module :mod:`evaluation.study_command`).
 Hypotheses come from ``configs/hypothesis/<name>.yaml`` (:mod:`evaluation.hypotheses`); presets
 (``preset=quick``, ``preset=full``) set the steps and the network of every stage through ``study.overrides``.
 """
@@ -386,16 +387,11 @@ def _simulate_demo(cfg: DictConfig) -> Stage:
     return stage
 
 
-def run(cfg: DictConfig) -> Path | None:
+def run(cfg: DictConfig) -> Path:
     """Run the study of ``cfg`` (see the module docstring); returns its run directory (with ``report.html``).
 
-    With ``study.plan_only`` it prints the plan instead (:mod:`evaluation.plan`), runs nothing and returns None.
+    ``bssl study study.plan_only=true`` prints the plan instead (:mod:`evaluation.study_command`).
     """
-    if cfg.study.get("plan_only"):
-        from evaluation.plan import plan
-
-        plan(cfg)
-        return None
     with run_context(cfg, "study") as out:
         runner = make_runner(cfg, out)
         demo = _simulate_demo(cfg) if needs_demo(cfg) else None

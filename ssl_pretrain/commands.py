@@ -15,5 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune.train", "supervised GM/WM segmentation: stage=subcortical | brainstem"),
     "predict": ("finetune.predict", "segment subjects; BIDS-derivative dseg in native space + volumes"),
     "evaluate": ("evaluation.evaluate", "probes, CKA, learning curves, baselines, group analysis, report"),
-    "study": ("evaluation.study", "the whole transfer study: pretrain -> subcortical -> brainstem sweep -> report"),
+    "study": (
+        "evaluation.study_command",
+        "the whole transfer study: pretrain -> subcortical -> brainstem sweep -> report",
+    ),
 }

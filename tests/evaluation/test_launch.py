@@ -224,3 +224,15 @@ def test_plan_measures_step_times_on_this_device_and_says_so(tmp_path, demo_coho
         line = next(line for line in printed.splitlines() if line.startswith(f"  {kind} "))
         assert re.search(rf"× [\d.e-]+ s/step = [\d.]+ device-hours  \(measured: 2 steps of {stage}", line), line
     assert not (tmp_path / "runs" / "study").exists() and all(not p.reused for p in planned)  # no stage dir
+
+
+def test_bssl_study_plans_with_plan_only_and_runs_otherwise(monkeypatch):
+    """The command's module chooses: ``study.plan_only=true`` prints the plan and runs nothing."""
+    from evaluation import study_command
+
+    calls = []
+    monkeypatch.setattr(study_command, "plan", lambda cfg: calls.append("plan"))
+    monkeypatch.setattr(study_command.study, "run", lambda cfg: calls.append("run") or Path("out"))
+    assert study_command.run(OmegaConf.create({"study": {"plan_only": True}})) is None
+    assert study_command.run(OmegaConf.create({"study": {"plan_only": False}})) == Path("out")
+    assert calls == ["plan", "run"]
