@@ -1,6 +1,7 @@
 """The report's sections from config: ``report.sections`` of ``configs/evaluate.yaml``, in the order shown.
 
-Each entry is a name of ``configs/report/section/<name>.yaml`` or an inline config with a ``_target_``
+Each entry is a name of ``configs/report/section/<name>.yaml`` (or of ``report/section/<name>.yaml`` in a lab's
+``hydra.searchpath`` folder) or an inline config with a ``_target_``
 (e.g. ``{_target_: mylab.sections.Atrophy}``); both are built with :func:`hydra.utils.instantiate`, as
 lightning-hydra-template builds its callbacks.
 """
@@ -14,23 +15,25 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation.sections.base import Section
-from ssl_pretrain.config import CONFIG_DIR
+from ssl_pretrain.config import CONFIG_DIR, config_options, load_option
 from ssl_pretrain.errors import ConfigError
 
-SECTION_DIR = CONFIG_DIR / "report" / "section"
+GROUP = "report/section"
+SECTION_DIR = CONFIG_DIR / GROUP
 KEY = "report.sections"
 
 
 def section_config(entry: Any) -> DictConfig:
-    """The config of one ``report.sections`` entry: the named file's, or the entry itself."""
+    """The config of one ``report.sections`` entry: the named file's (``report/section/<name>.yaml`` of
+    ``configs/`` or of a folder in the running app's ``hydra.searchpath``, as stages and hypotheses are found),
+    or the entry itself."""
     if isinstance(entry, str):
-        path = SECTION_DIR / f"{entry}.yaml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in SECTION_DIR.glob("*.yaml")))
-            raise ConfigError(KEY, f"no section named {entry!r} (configs/report/section/ has: {known})")
-        loaded = OmegaConf.load(path)
-        assert isinstance(loaded, DictConfig)
-        return loaded
+        if entry not in config_options(GROUP):
+            known = ", ".join(config_options(GROUP))
+            raise ConfigError(
+                KEY, f"no section named {entry!r} ({GROUP}/ in configs/ and hydra.searchpath has: {known})"
+            )
+        return load_option(GROUP, entry)
     if isinstance(entry, Mapping) and "_target_" in entry:
         return entry if isinstance(entry, DictConfig) else OmegaConf.create(dict(entry))
     raise ConfigError(KEY, f"an entry must be a section name or a config with a _target_, not {entry!r}")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 from evaluation.sections.base import Section
 from evaluation.sections.instantiate import SECTION_DIR, computation_order, default_sections, instantiate_sections
+from ssl_pretrain.config import CONFIG_DIR
 from ssl_pretrain.errors import ConfigError
 
 
@@ -47,3 +50,20 @@ def test_each_section_title_is_its_heading_and_its_nav_label():
     for s in default_sections():
         assert f'<a href="#{s.html_id}">{s.title}</a>' in html
         assert f'<section id="{s.html_id}"><h2>{s.title}</h2>' in html
+
+
+def test_a_named_section_is_found_in_a_labs_searchpath_folder(tmp_path):
+    """``bssl evaluate hydra.searchpath=[file://DIR]`` with ``DIR/report/section/<name>.yaml`` names it like a
+    packaged section (the folder holds only the config; its class may live anywhere importable)."""
+    (tmp_path / "report" / "section").mkdir(parents=True)
+    (tmp_path / "report" / "section" / "design_again.yaml").write_text("_target_: evaluation.sections.design.Design\n")
+    with pytest.raises(ConfigError, match="no section named 'design_again'"):
+        instantiate_sections(["design_again"])  # not searched outside that app
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+        HydraConfig.instance().set_config(compose("evaluate", overrides=[searchpath], return_hydra_config=True))
+        try:
+            (section,) = instantiate_sections(["design_again"])
+        finally:
+            HydraConfig.instance().cfg = None  # type: ignore[assignment]
+    assert section.id == "design"
