@@ -148,6 +148,8 @@ def convergence_rows(runs: Sequence[Run], target: str) -> list[dict[str, Any]]:
                 "converged": conv.get("converged"),
                 "last_fifth_gain": conv.get("train_dice_gain"),
                 "last_fifth_loss_fall": conv.get("loss_fall"),
+                "last_fifth_total_loss_fall": conv.get("total_loss_fall"),  # both heads (described, not tested)
+                "tested_loss": conv.get("loss", "total"),  # runs from before the setting tested both heads
                 "steps": conv.get("steps"),
                 "run": str(run.path),
             }

@@ -165,14 +165,15 @@ class SegmentationModule(L.LightningModule):
         """The stage's loss and ROI Dice on fixed patches (unaugmented items of a :class:`PatchDataset`), in eval
         mode, from one forward pass per chunk.
 
-        ``loss`` is the mean of the chunks' losses; ``dice`` the mean of the GM and WM Dice of the tissue head's
-        argmax, counted over every labelled ROI voxel of every patch together (NaN classes left out; 0 when both
-        are absent). Both are deterministic functions of the weights (the convergence test's quantities;
-        :mod:`finetune.convergence`).
+        ``loss`` is the mean of the chunks' losses (both heads), ``tissue`` that of the tissue head's term; ``dice``
+        the mean of the GM and WM Dice of the tissue head's argmax, counted over every labelled ROI voxel of every
+        patch together (NaN classes left out; 0 when both are absent). All are deterministic functions of the
+        weights (the convergence test's quantities; :mod:`finetune.convergence`).
         """
         was_training = self.net.training
         self.net.eval()
-        losses, hits = [], torch.zeros(3, N_TISSUE, dtype=torch.float64)  # (overlap, predicted, true) per class
+        losses: dict[str, list[float]] = {"loss": [], "tissue": []}
+        hits = torch.zeros(3, N_TISSUE, dtype=torch.float64)  # (overlap, predicted, true) per class
         try:
             for start in range(0, len(items), batch_size):
                 chunk = items[start : start + batch_size]
@@ -180,7 +181,9 @@ class SegmentationModule(L.LightningModule):
                 tissue = torch.stack([it[B.TISSUE] for it in chunk]).to(self.device)
                 regions = torch.stack([it[B.REGIONS] for it in chunk]).to(self.device)
                 logits = self.net(image)  # (b, sum(heads), X, Y, Z)
-                losses.append(float(self.losses(logits, tissue, regions)["loss"]))
+                parts = self.losses(logits, tissue, regions)
+                for name, values in losses.items():
+                    values.append(float(parts[name]))
                 counted = self.roi.patch_mask(regions) & (tissue != B.IGNORE_INDEX)  # (b, 1, X, Y, Z)
                 predicted = logits[:, : self.inference.heads[0]].argmax(1, keepdim=True)[counted]
                 truth = tissue[counted]
@@ -190,14 +193,8 @@ class SegmentationModule(L.LightningModule):
         finally:
             self.train(was_training)  # re-applies the policy (a frozen encoder stays in eval mode)
         dice = [2 * hits[0, c] / (hits[1, c] + hits[2, c]) for c in DICE_CLASSES if hits[1, c] + hits[2, c] > 0]
-        return {
-            "loss": float(np.mean(losses)) if losses else float("nan"),
-            "dice": float(np.mean(dice)) if dice else 0.0,
-        }
-
-    def fixed_patch_loss(self, items: Sequence[dict[str, Any]], batch_size: int = 4) -> float:
-        """The ``loss`` of :meth:`fixed_patch_scores`."""
-        return self.fixed_patch_scores(items, batch_size)["loss"]
+        scores = {name: float(np.mean(values)) if values else float("nan") for name, values in losses.items()}
+        return {**scores, "dice": float(np.mean(dice)) if dice else 0.0}
 
     def configure_optimizers(self) -> Any:
         groups = param_groups(self.net, self.policy, self.optim_cfg)

@@ -284,13 +284,13 @@ def _train(
 
     subjects = dm.train_subjects if rule.dice_on == "patches" else dm.train_subjects[: rule.max_subjects]
 
-    def measure(pl_module: L.LightningModule) -> tuple[float, float]:
+    def measure(pl_module: L.LightningModule) -> dict[str, float]:
         scores = module.fixed_patch_scores(fixed)
         if rule.dice_on == "subjects":
             values = [roi_dice(module.net, s, module.roi, module.inference, pl_module.device)["dice"] for s in subjects]
             finite = [v for v in values if np.isfinite(v)]
             scores["dice"] = float(np.mean(finite)) if finite else float("nan")
-        return scores["loss"], scores["dice"]
+        return {"tissue": scores["tissue"], "total": scores["loss"], "dice": scores["dice"]}
 
     monitor = ConvergenceMonitor(rule, measure, int(cfg.trainer.max_steps), [s.key for s in subjects])
     validates = selection.uses_validation

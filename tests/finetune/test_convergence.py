@@ -83,6 +83,7 @@ def test_dice_steps_include_the_window_start_and_the_end():
         ("max_subjects", 0),
         ("fixed_patches", 0),
         ("dice_on", "voxels"),
+        ("loss", "regions"),
         ("nope", 1),
     ],
 )
@@ -105,13 +106,13 @@ class _Trainer:
 
 def test_the_monitor_records_every_step_and_resumes_from_its_state():
     rule = ConvergenceRule(checkpoints=2)
-    monitor = ConvergenceMonitor(rule, lambda m: (1.0, 0.6), 10, ["a", "b"])
+    monitor = ConvergenceMonitor(rule, lambda m: {"tissue": 1.0, "total": 2.0, "dice": 0.6}, 10, ["a", "b"])
     trainer = _Trainer()
     for step in range(1, 7):
         trainer.global_step = step
         monitor.on_train_batch_end(trainer, None, {"loss": _Loss(1.0 / step)}, None, step)
     state = monitor.state_dict()
-    resumed = ConvergenceMonitor(rule, lambda m: (0.9, 0.6), 10, ["a", "b"])
+    resumed = ConvergenceMonitor(rule, lambda m: {"tissue": 0.9, "total": 1.5, "dice": 0.6}, 10, ["a", "b"])
     resumed.load_state_dict(state)
     for step in range(7, 11):
         trainer.global_step = step
@@ -121,6 +122,23 @@ def test_the_monitor_records_every_step_and_resumes_from_its_state():
     assert summary["train_dice"] == [[5, pytest.approx(0.6)], [8, 0.6], [10, 0.6]]  # step 5 before the resume
     assert summary["train_subjects"] == ["a", "b"]
     assert summary["fixed_patch_loss"] == [[5, 1.0], [8, 0.9], [10, 0.9]] and summary["loss_fall"] == pytest.approx(0.0)
+    assert summary["fixed_patch_loss_total"] == [[5, 2.0], [8, 1.5], [10, 1.5]] and summary["total_loss_fall"] == 0.0
+    assert summary["converged"] and "tissue loss" in summary["rule"]
+
+
+def test_the_tested_loss_is_the_tissue_heads_unless_asked():
+    """A second head still learning (its loss falling) does not decide the tissue task's verdict; loss=total does."""
+    curve = {5: (1.0, 3.0), 8: (0.5, 2.0), 10: (0.5, 1.6)}  # step: (tissue loss, both heads' loss)
+    for loss, converged in (("tissue", True), ("total", False)):
+        trainer = _Trainer()
+        scores = lambda m, t=trainer: dict(zip(("tissue", "total"), curve[t.global_step], strict=True), dice=0.8)  # noqa: E731
+        monitor = ConvergenceMonitor(ConvergenceRule(checkpoints=2, loss=loss), scores, 10, ["a"])
+        for step in range(1, 11):
+            trainer.global_step = step
+            monitor.on_train_batch_end(trainer, None, {"loss": _Loss(1.0)}, None, step)
+        summary = monitor.summary()
+        assert summary["converged"] is converged and summary["total_loss_fall"] == pytest.approx(0.2)
+        assert summary["loss_fall"] == pytest.approx(0.0 if loss == "tissue" else 0.2)
 
 
 class _Fixed(torch.nn.Module):
@@ -166,6 +184,7 @@ def test_fixed_patch_dice_counts_every_labelled_roi_voxel_of_all_patches_togethe
     reference = [2 * o / (np.sum(predicted == c) + np.sum(truth == c)) for o, c in zip(overlap, (2, 3), strict=True)]
     assert scores["dice"] == pytest.approx(np.mean(reference))
     assert np.isfinite(scores["loss"]) and module.net.calls == len(items)  # one forward pass for loss and Dice
+    assert scores["tissue"] == scores["loss"]  # no region head: the loss is the tissue head's
     perfect = torch.stack([it[B.TISSUE][0].clamp(min=0) for it in items])
     module.net = _Fixed(perfect)
     assert module.fixed_patch_scores(items)["dice"] == pytest.approx(1.0)
