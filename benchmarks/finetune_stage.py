@@ -27,8 +27,12 @@ Figures (ratios within this run; absolute seconds depend on the machine and its 
   ``ssl_pretrain/training/memory_format.py`` buys on this device;
 * ``brainstem_stage_speedup``: old / new wall seconds of one whole stage at each revision's own quick preset
   (old: its steps, patch and validation; new: its steps, which the quick preset chose so that every arm's
-  training plateaus — the old preset's 64 steps did not): seconds per *converged* run. Below 1 means today's
-  stage takes longer, because it trains longer.
+  training plateaus — the old preset's 64 steps did not). Below 1 means today's stage takes longer, because
+  it trains longer;
+* ``brainstem_converged_stage_speedup``: the same with the old revision trained for today's steps (its own
+  preset otherwise: patches, network, validation, scoring): seconds per run at the length a run needs today to
+  plateau, the issue's "per converged run" (the old revision has no plateau test, so whether *its* runs
+  plateau at that length is not checked).
 
 Usage::
 
@@ -212,6 +216,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 stage(REPO, new_preset, "new-warmup", 2)
             old = split_stage(stage(old_tree, old_preset, "old-stage", old_steps))
             new = split_stage(stage(REPO, new_preset, "new-stage", new_steps))
+            old_long = split_stage(stage(old_tree, old_preset, "old-stage-at-new-steps", new_steps))
             old_same = split_stage(stage(old_tree, old_preset, "old-same-settings", step_runs, same))
             contiguous = ["trainer.memory_format=contiguous"]  # today's default on CPU is channels_last_3d (auto)
             layout = split_stage(stage(REPO, new_preset, "new-contiguous", step_runs, contiguous))
@@ -221,6 +226,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     achieved = flops / new["compute_s_median"]
     result = {
         "brainstem_stage_speedup": round(old["wall_s"] / new["wall_s"], 3),
+        "brainstem_converged_stage_speedup": round(old_long["wall_s"] / new["wall_s"], 3),
         "brainstem_step_speedup": round(old_same["step_s_median"] / new["step_s_median"], 3),
         "memory_format_step_speedup": round(layout["step_s_median"] / new["step_s_median"], 3),
         "memory_format": {"default": "auto", "against": "contiguous"},
@@ -234,6 +240,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "converged_presets": not args.quick and old_steps == old_default and new_steps == new_default,
         "new_stage": {k: round(v, 3) for k, v in new.items()},
         "old_stage": {k: round(v, 3) for k, v in old.items()},
+        "old_stage_at_new_steps": {k: round(v, 3) for k, v in old_long.items()},
         "old_at_new_settings": {k: round(v, 3) for k, v in old_same.items()},
         "same_settings": same,
         "patch_size": patch,
@@ -247,6 +254,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         key: result[key]
         for key in (
             "brainstem_stage_speedup",
+            "brainstem_converged_stage_speedup",
             "brainstem_step_speedup",
             "memory_format_step_speedup",
             "outside_training_fraction",

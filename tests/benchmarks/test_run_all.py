@@ -17,6 +17,7 @@ EXPECTED = {  # benchmark -> ratios its quick run must report
     "pretrain_step": {"loader_vs_memory_step_ratio", "loader_vs_memory_best_ratio", "flops_fraction_of_matmul_peak"},
     "finetune_stage": {
         "brainstem_stage_speedup",
+        "brainstem_converged_stage_speedup",
         "brainstem_step_speedup",
         "memory_format_step_speedup",
         "outside_training_fraction",
