@@ -162,7 +162,7 @@ def test_bad_study_settings_name_their_key(tmp_path):
             hypotheses(bad)
     for extra, key in [(["study.k=[0]"], r"study\.k"), (["study.k=[-1]"], r"labels\.k"),
                        (["study.seeds=[]"], r"study\.seeds"), (["study.target=cortex"], r"study\.target"),
-                       (["study.t1w_only_k=[2]"], r"study\.t1w_only_k")]:  # fmt: skip
+                       (["study.t1w_only_k=[some]"], r"study\.t1w_only_k")]:  # fmt: skip
         with pytest.raises(ConfigError, match=key):
             Study(study_config(tmp_path, tmp_path / "bids", ["scratch"], extra), "fp")
     with pytest.raises(ConfigError, match=r"study\.overrides"):
