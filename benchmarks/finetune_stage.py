@@ -216,7 +216,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 stage(REPO, new_preset, "new-warmup", 2)
             old = split_stage(stage(old_tree, old_preset, "old-stage", old_steps))
             new = split_stage(stage(REPO, new_preset, "new-stage", new_steps))
-            old_long = split_stage(stage(old_tree, old_preset, "old-stage-at-new-steps", new_steps))
+            same_steps = new_steps == old_steps  # e.g. --quick: that run would repeat the old stage
+            old_long = old if same_steps else split_stage(stage(old_tree, old_preset, "old-at-new-steps", new_steps))
             old_same = split_stage(stage(old_tree, old_preset, "old-same-settings", step_runs, same))
             contiguous = ["trainer.memory_format=contiguous"]  # today's default on CPU is channels_last_3d (auto)
             layout = split_stage(stage(REPO, new_preset, "new-contiguous", step_runs, contiguous))
