@@ -247,6 +247,6 @@ class ConvergenceMonitor(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.losses = [(int(s), float(v)) for s, v in state_dict.get("losses", [])]
-        fixed = state_dict.get("fixed") or {}
+        fixed = state_dict.get("fixed") or {"total": state_dict.get("fixed_loss", [])}  # older checkpoints: the sum
         self.fixed = {name: [(int(s), float(v)) for s, v in fixed.get(name, [])] for name in LOSSES}
         self.dice = [(int(s), float(v)) for s, v in state_dict.get("dice", [])]

@@ -188,3 +188,9 @@ def test_fixed_patch_dice_counts_every_labelled_roi_voxel_of_all_patches_togethe
     perfect = torch.stack([it[B.TISSUE][0].clamp(min=0) for it in items])
     module.net = _Fixed(perfect)
     assert module.fixed_patch_scores(items)["dice"] == pytest.approx(1.0)
+
+
+def test_a_checkpoint_from_before_the_tissue_loss_resumes_with_its_curve_as_the_sum():
+    monitor = ConvergenceMonitor(ConvergenceRule(checkpoints=2), lambda m: {}, 10, ["a"])
+    monitor.load_state_dict({"losses": [[1, 2.0]], "fixed_loss": [[5, 1.5]], "dice": [[5, 0.7]]})
+    assert monitor.fixed == {"tissue": [], "total": [(5, 1.5)]} and not monitor.summary()["converged"]
