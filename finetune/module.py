@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from finetune.inference import InferenceSettings, mask_to_brain, predict_cached, predict_labels
-from finetune.metrics import roi_metrics
+from finetune.metrics import dice, roi_metrics
 from finetune.policy import apply_policy, encoder_frozen, encoder_of, param_groups
 from finetune.region_head import RegionHeadLoss
 from finetune.roi import StageROI
@@ -30,7 +30,6 @@ from ssl_pretrain.data.labels import TISSUE_CLASSES
 from ssl_pretrain.training import build_optimizer
 
 VAL_METRIC = "val/dice"
-N_TISSUE = len(TISSUE_CLASSES)
 DICE_CLASSES = tuple(c for c, name in TISSUE_CLASSES.items() if name in ("GM", "WM"))  # the mean Dice follows
 
 
@@ -173,7 +172,7 @@ class SegmentationModule(L.LightningModule):
         was_training = self.net.training
         self.net.eval()
         losses: dict[str, list[float]] = {"loss": [], "tissue": []}
-        hits = torch.zeros(3, N_TISSUE, dtype=torch.float64)  # (overlap, predicted, true) per class
+        predicted, truth, counted = [], [], []  # per chunk: tissue argmax, labels, ROI (b, 1, X, Y, Z)
         try:
             for start in range(0, len(items), batch_size):
                 chunk = items[start : start + batch_size]
@@ -184,17 +183,17 @@ class SegmentationModule(L.LightningModule):
                 parts = self.losses(logits, tissue, regions)
                 for name, values in losses.items():
                     values.append(float(parts[name]))
-                counted = self.roi.patch_mask(regions) & (tissue != B.IGNORE_INDEX)  # (b, 1, X, Y, Z)
-                predicted = logits[:, : self.inference.heads[0]].argmax(1, keepdim=True)[counted]
-                truth = tissue[counted]
-                for c in range(N_TISSUE):
-                    p, t = predicted == c, truth == c
-                    hits[:, c] += torch.tensor([(p & t).sum(), p.sum(), t.sum()], dtype=torch.float64)
+                predicted.append(logits[:, : self.inference.heads[0]].argmax(1, keepdim=True).cpu())
+                truth.append(tissue.cpu())
+                counted.append(self.roi.patch_mask(regions).cpu())
         finally:
             self.train(was_training)  # re-applies the policy (a frozen encoder stays in eval mode)
-        dice = [2 * hits[0, c] / (hits[1, c] + hits[2, c]) for c in DICE_CLASSES if hits[1, c] + hits[2, c] > 0]
         scores = {name: float(np.mean(values)) if values else float("nan") for name, values in losses.items()}
-        return {**scores, "dice": float(np.mean(dice)) if dice else 0.0}
+        if not predicted:
+            return {**scores, "dice": 0.0}
+        per_class = dice(torch.cat(predicted), torch.cat(truth), DICE_CLASSES, torch.cat(counted))
+        finite = [v for v in per_class.values() if np.isfinite(v)]
+        return {**scores, "dice": float(np.mean(finite)) if finite else 0.0}
 
     def configure_optimizers(self) -> Any:
         groups = param_groups(self.net, self.policy, self.optim_cfg)
