@@ -26,6 +26,7 @@ from evaluation.agreement import bland_altman, constant_fraction, lin_ccc, recov
 from evaluation.figures import group_png
 from evaluation.group_analysis import compare_groups
 from evaluation.runs import Run
+from evaluation.statistics import bootstrap_ci
 from ssl_pretrain.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ TISSUE_MEASURES = ("CSF", "GM", "WM")  # measure suffixes that are tissue (vs. r
 HEAD_SIZE = "head_size"  # the brain-mask volume: not a brainstem model's output
 TRUTH_FILE = Path("derivatives") / "simulation" / "subject_truth.tsv"
 REFERENCE_FILE = "reference_volumes.tsv"
+REGION_DICE_FILE = "region_dice.tsv"  # finetune/region_dice.py: the written region maps vs reference labels
 TRUTH_WHOLE_BRAIN = {"GM": "gm_volume_mm3", "WM": "wm_volume_mm3", "CSF": "csf_volume_mm3"}
 
 
@@ -148,15 +150,37 @@ def _checks(table: pd.DataFrame, truth: pd.DataFrame, measure: str, control: str
     return out
 
 
+def region_dice_summary(paths: Sequence[Path], n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Per region, the Dice of the region maps the prediction runs wrote (whole volume) on the subjects whose
+    model never saw them: ``[{region, n_subjects, dice, ci95, predicted_mm3, reference_mm3, largest_component}]``.
+    """
+    frames = [_read(p) for p in paths if p.is_file()]
+    if not frames:
+        return []
+    long = pd.concat(frames, ignore_index=True)
+    if "model_saw_subject" in long.columns:
+        long = long[~_flag(long["model_saw_subject"])]
+    rows = []
+    for region, part in long.groupby("region", sort=False):
+        dice, lo, hi = bootstrap_ci(part["dice"].to_numpy(float), n_boot=n_boot, seed=seed)
+        rows.append({
+            "region": str(region), "n_subjects": int(part["subject"].nunique()), "dice": dice, "ci95": [lo, hi],
+            "predicted_mm3": float(part["predicted_mm3"].mean()), "reference_mm3": float(part["reference_mm3"].mean()),
+            "largest_component": ", ".join(sorted(set(part.get("largest_component", pd.Series(["n/a"])).astype(str)))),
+        })  # fmt: skip
+    return rows
+
+
 def analyse_groups(runs: Sequence[Run], cfg: DictConfig) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Patients vs controls on the model measures of every prediction run (module docstring).
 
     Returns:
-        ``({"rows", "excluded", "left_out", "sources", "reference_rows", "primary"}, figures)``.
+        ``({"rows", "excluded", "left_out", "sources", "reference_rows", "primary", "region_dice"}, figures)``.
     """
     predict = [r for r in runs if r.kind == "predict"]
     if not predict:
         return {"rows": [], "excluded": []}, {}
+    region_dice = region_dice_summary([r.path / REGION_DICE_FILE for r in predict], int(cfg.bootstrap.n), int(cfg.seed))
     paths = [r.path / "volumes.tsv" for r in predict]
     table, left_out = volume_table(paths)
     for key in left_out:
@@ -174,7 +198,8 @@ def analyse_groups(runs: Sequence[Run], cfg: DictConfig) -> tuple[dict[str, Any]
         reason += f"left are {sorted(present)}: cross-fit the predictions (bssl study does) to compare groups"
         log.warning("group analysis: %s", reason)
         excluded = [{"measure": m, "reason": reason} for m in cfg.group.measures]
-        return {"rows": [], "excluded": excluded, "left_out": left_out, "sources": [str(p) for p in paths]}, {}
+        out = {"rows": [], "excluded": excluded, "left_out": left_out, "sources": [str(p) for p in paths]}
+        return {**out, "region_dice": region_dice}, {}
     covariates = [c for c in cfg.group.covariates if c != HEAD_SIZE or HEAD_SIZE in table.columns]
     table = _with_covariates(table, covariates, participants)
     excluded = excluded_measures(table, list(cfg.group.measures))
@@ -200,5 +225,5 @@ def analyse_groups(runs: Sequence[Run], cfg: DictConfig) -> tuple[dict[str, Any]
             row["source"] = "reference labels (no model)"
     figures = {"group_volumes": group_png(table, measures, order=[control], ylabel="volume (mm³)")} if measures else {}
     out = {"rows": rows, "excluded": excluded, "left_out": left_out, "sources": [str(p) for p in paths],
-           "reference_rows": reference_rows, "primary": primary}  # fmt: skip
+           "reference_rows": reference_rows, "primary": primary, "region_dice": region_dice}  # fmt: skip
     return out, figures

@@ -16,7 +16,8 @@ input's shape, affine and q/sform codes. Outputs:
   directory. Nothing outside ``<data.root>/derivatives/`` of the input dataset is ever written;
 - with a region head (:mod:`finetune.region_head`), ``sub-XX[_ses-YY]_desc-bsslRegions_dseg.nii.gz``: the
   brainstem's parts and the subcortical nuclei predicted from the images, so a subject without label maps
-  (any new scan) gets brainstem volumes too;
+  (any new scan) gets brainstem volumes too; predicted brainstem voxels not connected to its largest piece are
+  dropped (``predict.largest_component``, :mod:`finetune.postprocess`);
 - in the run directory, ``volumes.tsv`` (written last, so a run killed part-way has none; re-running the
   command in the same directory predicts every subject again and removes the temporary files the killed run
   left): CSF/GM/WM volume in mm³ per subject and region (whole brain, subcortical, brainstem, midbrain, pons,
@@ -27,8 +28,9 @@ input's shape, affine and q/sform codes. Outputs:
   ``model_saw_subject`` (whether the model, or one it started from, trained or selected on this subject).
   ``in_model_roi`` says which rows lie inside the region group the model learned tissue in; the others are
   extrapolations. ``reference_volumes.tsv`` holds the same measures inside the *reference* region labels
-  (for comparison only: no model outline). Outside the subject's cached brain mask
-  (``predict.brain_mask=true``) everything is background.
+  (for comparison only: no model outline), and ``region_dice.tsv`` the Dice of the written region map against
+  them per subject and region (:mod:`finetune.region_dice`: the whole volume, as the map is used). Outside
+  the subject's cached brain mask (``predict.brain_mask=true``) everything is background.
 
 Any subset of the model's modalities works: ``predict.modalities=[T1w]`` feeds only T1w (the others as
 zero channels, as modality dropout presented them in training), and subjects missing a modality get a
@@ -47,7 +49,9 @@ from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import torch
+from nibabel.processing import resample_from_to
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
@@ -59,15 +63,20 @@ from finetune.bids_output import (
     region_volumes,
     write_dseg,
     write_probseg,
+    write_text,
     write_volumes,
 )
 from finetune.inference import InferenceSettings, head_starts, mask_to_brain, predict_cached
 from finetune.initialisation import heads_of, load_segmentation_model
+from finetune.postprocess import check_groups, keep_largest_component
+from finetune.region_dice import FILE as REGION_DICE_FILE
+from finetune.region_dice import region_dice_rows
 from finetune.region_head import head_to_canonical
 from ssl_pretrain.atomic import remove_stale_temporaries
 from ssl_pretrain.data.bids import parse_name
-from ssl_pretrain.data.cache import CachedSubject, preprocess
+from ssl_pretrain.data.cache import CachedSubject, preprocess, preprocessing_settings
 from ssl_pretrain.data.grid import to_native
+from ssl_pretrain.data.label_maps import load_regions
 from ssl_pretrain.data.manifest import SubjectRecord
 from ssl_pretrain.data.validate import load_records, validate_record
 from ssl_pretrain.errors import CheckpointError, ConfigError
@@ -214,11 +223,14 @@ def predict_subject(
     use: Sequence[bool],
     device: torch.device,
     brain_mask: bool = True,
+    largest_component: Sequence[str] = (),
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     """Native-grid prediction of one cached subject.
 
     Args:
         brain_mask: voxels outside the subject's cached brain mask are background (probability 1).
+        largest_component: region groups whose predicted voxels outside their largest connected piece become
+            ``other`` (:func:`finetune.postprocess.keep_largest_component`).
 
     Returns:
         ``(tissue labels (X, Y, Z) uint8, region labels (X, Y, Z) uint8 canonical indices or None without a
@@ -235,8 +247,23 @@ def predict_subject(
     tissue = prob_native[: heads[0]].argmax(0).astype(np.uint8)
     regions = None
     if len(heads) == 2:
-        regions = head_to_canonical(prob_native[heads[0] :].argmax(0))
+        regions = keep_largest_component(head_to_canonical(prob_native[heads[0] :].argmax(0)), largest_component)
     return tissue, regions, prob_native[: heads[0]], np.asarray(native.affine)
+
+
+def reference_regions(
+    record: SubjectRecord, reference: nib.Nifti1Image, settings: Mapping[str, Any] | None
+) -> np.ndarray | None:
+    """The subject's reference region labels (canonical indices) on the grid of ``reference`` (its native image):
+    the label file itself where it shares that grid, else resampled onto it (nearest neighbour)."""
+    loaded = load_regions(record, settings)
+    if loaded is None:
+        return None
+    labels, affine = loaded
+    if labels.shape == reference.shape[:3] and np.allclose(affine, reference.affine, atol=1e-4):
+        return labels
+    moved = resample_from_to(nib.Nifti1Image(labels, affine), (reference.shape[:3], reference.affine), order=0)
+    return np.asarray(moved.dataobj).astype(np.uint8)
 
 
 REFERENCE_VOLUMES_FILE = "reference_volumes.tsv"  # volumes inside the *reference* region labels (no model outline)
@@ -275,6 +302,7 @@ def run(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     inputs = list(pcfg.get("inputs") or [])
     check_output_outside(out, None if inputs else cfg.data.get("root"))
+    largest = check_groups(pcfg.get("largest_component"))
     with run_context(cfg, "predict") as out:
         remove_stale_temporaries(out)  # half-written files of an earlier, killed run in this directory
         device = device_of(str(pcfg.get("device", "auto")))
@@ -317,11 +345,13 @@ def run(cfg: DictConfig) -> Path:
             log.info("the model was trained inside the '%s' ROI: tissue elsewhere is extrapolated", model_roi)
         rows: list[dict[str, object]] = []
         reference_rows: list[dict[str, object]] = []
+        dice_rows: list[dict[str, object]] = []
+        label_settings = preprocessing_settings(data_cfg).get("labels")
         seen = subjects_seen(sidecar)
         fold = (sidecar.get("crossfit") or {}).get("fold")
         for subject in tqdm(subjects, desc="predict", unit="subject", disable=None):
             labels, predicted_regions, probs, _ = predict_subject(
-                net, subject, settings, use, device, brain_mask=bool(pcfg.get("brain_mask", True))
+                net, subject, settings, use, device, bool(pcfg.get("brain_mask", True)), largest
             )
             record = subject.record
             reference_path = record.images[str(subject.meta["reference"])]
@@ -344,9 +374,7 @@ def run(cfg: DictConfig) -> Path:
                     spatial,
                     per_class=bool(pcfg.get("probabilities_per_class", False)),
                 )
-            labelled = None
-            if subject.regions is not None:
-                labelled = np.asarray(to_native(np.asarray(subject.regions), subject, order=0).dataobj)
+            labelled = reference_regions(record, reference, label_settings) if subject.regions is not None else None
             voxel_mm3 = float(abs(np.linalg.det(reference.affine[:3, :3])))
             info = {"participant_id": f"sub-{record.subject}", "session": record.session, "group": record.group}
             extra = {
@@ -362,10 +390,14 @@ def run(cfg: DictConfig) -> Path:
             if labelled is not None and predicted_regions is not None:
                 for row in region_volumes(labels, labelled, voxel_mm3, info, model_roi=model_roi):
                     reference_rows.append({**row, "regions_from": "reference regions"})
+                for row in region_dice_rows(predicted_regions, labelled, voxel_mm3):
+                    dice_rows.append({**info, **row, **extra, "largest_component": ",".join(largest) or "none"})
             if not np.any(labels):
                 log.warning("%s: the prediction is empty (all background)", record.key)
         if reference_rows:
             write_volumes(out / REFERENCE_VOLUMES_FILE, reference_rows)
+        if dice_rows:
+            write_text(out / REGION_DICE_FILE, pd.DataFrame(dice_rows).to_csv(sep="\t", index=False, na_rep="n/a"))
         write_volumes(out / "volumes.tsv", rows)
         log.info("predicted %d subjects into %s", len(subjects), root)
     return out

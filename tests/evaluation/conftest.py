@@ -175,6 +175,17 @@ def make_rich_results() -> dict:
                 "reason": "GM in subcortical is outside the region the model was trained in (in_model_roi false)",
             }
         ],
+        "group_region_dice": [
+            {
+                "region": "brainstem",
+                "n_subjects": 8,
+                "dice": 0.884,
+                "ci95": [0.87, 0.9],
+                "predicted_mm3": 27600.0,
+                "reference_mm3": 27000.0,
+                "largest_component": "brainstem",
+            },
+        ],
         "compute": {"pretrain/ssl_mae/pre": {"seconds": 3600.0, "device": "cuda"}},
         "compute_per_init": costs,
         "evaluate_config": {"bootstrap": {"n": 2000}, "probe": {"probe": "linear", "voxels_per_subject": 200}},

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.groups import analyse_groups, excluded_measures, truth_column, volume_table
+from evaluation.groups import analyse_groups, excluded_measures, region_dice_summary, truth_column, volume_table
 from evaluation.runs import Run
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.errors import ConfigError
@@ -126,3 +126,29 @@ def test_group_covariates_come_from_volumes_or_participants_else_name_the_key(tm
     cfg.group.covariates = ["handedness"]
     with pytest.raises(ConfigError, match=r"group\.covariates.*handedness"):
         analyse_groups(runs, cfg)
+
+
+DICE_HEADER = "participant_id\tsession\tgroup\tregion\tdice\tpredicted_mm3\treference_mm3\tmodel_saw_subject"
+DICE_HEADER += "\tlargest_component\n"
+
+
+def test_region_dice_of_the_written_maps_counts_only_subjects_the_model_never_saw(tmp_path):
+    folds = [
+        "sub-01\tn/a\tHC\tbrainstem\t0.9\t110\t100\tFalse\tbrainstem\n"
+        "sub-03\tn/a\tALS\tbrainstem\t0.7\t150\t100\tFalse\tbrainstem\n"
+        "sub-03\tn/a\tALS\tpons\t0.6\t50\t40\tFalse\tbrainstem\n",
+        "sub-02\tn/a\tALS\tbrainstem\t0.8\t100\t100\tFalse\tbrainstem\n"
+        "sub-01\tn/a\tHC\tbrainstem\t0.99\t100\t100\tTrue\tbrainstem\n",  # its model trained on sub-01
+    ]
+    paths = []
+    for i, rows in enumerate(folds):
+        (tmp_path / f"p{i}").mkdir()
+        paths.append(tmp_path / f"p{i}" / "region_dice.tsv")
+        paths[-1].write_text(DICE_HEADER + rows)
+    summary = {r["region"]: r for r in region_dice_summary([*paths, tmp_path / "absent.tsv"], n_boot=200, seed=0)}
+    stem = summary["brainstem"]
+    assert stem["n_subjects"] == 3 and stem["dice"] == pytest.approx(0.8)  # (0.9 + 0.7 + 0.8) / 3, not the 0.99
+    assert stem["ci95"][0] <= 0.8 <= stem["ci95"][1]
+    assert stem["predicted_mm3"] == pytest.approx(120.0) and stem["largest_component"] == "brainstem"
+    assert summary["pons"]["n_subjects"] == 1 and np.isnan(summary["pons"]["ci95"][0])
+    assert region_dice_summary([tmp_path / "absent.tsv"], n_boot=200, seed=0) == []

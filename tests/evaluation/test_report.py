@@ -110,6 +110,9 @@ def test_rich_report_answers_best_init_per_k_with_costs(tmp_path, rich_results):
     # group: the in_model_roi note, the excluded measure with its reason, and the means in mm³
     assert "in_model_roi" in text and "<b>subcortical_GM</b>: GM in subcortical is outside the region" in text
     assert "<td>28100 / 25964</td>" in text and "mean HC / ALS (mm³)" in text
+    # the outlines: region Dice of the written maps, whole volume, with the post-processing named
+    assert "<td>brainstem</td><td>8</td><td>0.884 [0.870, 0.900]</td><td>27600</td>" in text
+    assert "largest connected piece kept for brainstem" in text
     assert "<td>bootstrap.n</td><td>2000</td>" in text
 
 

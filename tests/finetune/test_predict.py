@@ -224,3 +224,49 @@ def test_predict_and_finetune_share_the_inference_settings():
     assert scored == {**predicted, "crop_to_roi": True} and "crop_to_roi" not in predicted
     assert compose_config("finetune", ["inference.overlap=0.25"]).inference.overlap == 0.25  # keys override as before
     assert "crop_to_roi" not in compose_config("finetune", ["inference=default"]).inference
+
+
+@pytest.fixture(scope="module")
+def region_model_run(tmp_path_factory):
+    """An untrained model with a region head: its region map is noise, scattered over the brain."""
+    from finetune.region_head import REGION_HEAD
+    from ssl_pretrain.data.labels import TISSUE_CLASSES
+
+    run_dir = tmp_path_factory.mktemp("finetune-regions")
+    torch.manual_seed(0)
+    net = build_segmentation_net(TINY, 4, 4 + len(REGION_HEAD), "full")
+    data = OmegaConf.create({"modalities": MODALITIES, "spacing": 2.0, "patch_size": 16})
+    meta = {
+        "modalities": MODALITIES, "task": "segmentation", "policy": "full", "stage": "brainstem", "spacing": 2.0,
+        "patch_size": [16, 16, 16], "preprocessing": preprocessing_settings(data),
+        "heads": {"tissue": [TISSUE_CLASSES[i] for i in sorted(TISSUE_CLASSES)], "regions": list(REGION_HEAD)},
+    }  # fmt: skip
+    save_weights(net, run_dir / "model.pt", meta)
+    return run_dir
+
+
+@pytest.mark.parametrize("largest", [["brainstem"], []], ids=["largest-piece", "every-voxel"])
+def test_region_maps_keep_one_brainstem_piece_and_their_dice_is_scored_on_the_written_map(
+    tmp_path, dataset, region_model_run, largest
+):
+    from scipy import ndimage
+
+    from ssl_pretrain.data.labels import region_group_indices
+
+    out = run(_cfg(tmp_path, dataset, region_model_run, f"predict.largest_component={largest}"))
+    dice = pd.read_csv(out / "region_dice.tsv", sep="\t")
+    assert set(dice["participant_id"]) == {"sub-01", "sub-02", "sub-03"}
+    for sub in ("01", "02", "03"):
+        written = np.asarray(nib.load(out / f"bssl/sub-{sub}/anat/sub-{sub}_desc-bsslRegions_dseg.nii.gz").dataobj)
+        stem = np.isin(written, region_group_indices("brainstem"))
+        pieces = ndimage.label(stem, structure=np.ones((3, 3, 3)))[1]
+        assert pieces <= 1 if largest else pieces >= 1
+        reference = np.asarray(
+            nib.load(dataset / f"derivatives/labels/sub-{sub}/anat/sub-{sub}_desc-regions_dseg.nii.gz").dataobj
+        )
+        truth = reference == 5  # the synthetic brainstem, undivided: only the whole is scored
+        row = dice[(dice.participant_id == f"sub-{sub}") & (dice.region == "brainstem")].iloc[0]
+        assert row["dice"] == pytest.approx(2 * (stem & truth).sum() / (stem.sum() + truth.sum()), abs=1e-6)
+        assert not set(dice.loc[dice.participant_id == f"sub-{sub}", "region"]) & {"midbrain", "pons", "medulla"}
+    assert set(dice["largest_component"]) == {",".join(largest) or "none"}
+    assert set(dice["model_saw_subject"]) == {False}

@@ -1,0 +1,59 @@
+"""Region Dice of the maps ``bssl predict`` writes, against a subject's reference region labels.
+
+The fine-tuning stage scores its region head inside the stage ROI's box only (``inference.crop_to_roi``), and
+that box comes from the reference labels, which a new scan does not have. What the group analysis measures is
+the *whole-volume* map ``bssl predict`` writes, false positives far from the brainstem included; this module
+scores exactly that map (native grid, after :mod:`finetune.postprocess`), one row per subject and region:
+the brainstem (the union of its parts, or the reference's undivided brainstem label) and each class of the
+region head. A region absent from both maps gets no row; a reference that labels the brainstem undivided gets
+no row for its parts (which part each voxel is, is unknown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from finetune.region_head import BRAINSTEM_PARTS, REGION_HEAD
+from ssl_pretrain.data.labels import REGION_INDEX, region_group_indices
+
+FILE = "region_dice.tsv"
+COLUMNS = ("participant_id", "session", "group", "region", "dice", "predicted_mm3", "reference_mm3")
+
+
+def _regions() -> Iterator[tuple[str, tuple[int, ...]]]:
+    yield "brainstem", region_group_indices("brainstem")
+    for name in REGION_HEAD[1:]:
+        yield name, (REGION_INDEX[name],)
+
+
+def region_dice_rows(predicted: np.ndarray, reference: np.ndarray, voxel_mm3: float) -> list[dict[str, object]]:
+    """``[{region, dice, predicted_mm3, reference_mm3}]`` of one subject.
+
+    Args:
+        predicted: ``(X, Y, Z)`` canonical region indices written by ``bssl predict``.
+        reference: ``(X, Y, Z)`` canonical region indices of the subject's reference labels, same grid.
+        voxel_mm3: volume of one voxel.
+
+    Raises:
+        ValueError: the two maps differ in shape.
+    """
+    if predicted.shape != reference.shape:
+        raise ValueError(f"predicted {predicted.shape} and reference {reference.shape} maps differ in shape")
+    undivided = bool(np.any(reference == REGION_INDEX["brainstem"]))
+    rows: list[dict[str, object]] = []
+    for name, members in _regions():
+        if undivided and name in BRAINSTEM_PARTS:
+            continue
+        p, r = np.isin(predicted, members), np.isin(reference, members)
+        total = int(p.sum()) + int(r.sum())
+        if total == 0:
+            continue
+        rows.append({
+            "region": name,
+            "dice": round(2.0 * int(np.count_nonzero(p & r)) / total, 6),
+            "predicted_mm3": round(float(p.sum()) * voxel_mm3, 3),
+            "reference_mm3": round(float(r.sum()) * voxel_mm3, 3),
+        })  # fmt: skip
+    return rows
