@@ -3,9 +3,10 @@
 The region head is trained on patches most of which lie in the stage's ROI (``roi_fraction``), so over a whole
 brain it also fires in scattered places it rarely saw (cerebral white matter, cortex): in a quick-study predict
 run (contrast-0.25 demo cohort, the 21 subjects its model never saw) 37–49 % of the voxels called
-midbrain/pons/medulla lay outside the brainstem, in 73–118 separate pieces per subject. The brainstem is one connected structure, so every predicted voxel of the
-group that is not connected to its largest piece is an error; nnU-Net's standard post-processing ("remove all
-but the largest component", Isensee et al., Nat. Methods 2021) does the same. Groups of paired structures
+midbrain/pons/medulla lay outside the brainstem, in 73–118 separate pieces per subject. The brainstem is one
+connected structure, so every predicted voxel of the group that is not connected to its largest piece is an
+error; nnU-Net's standard post-processing ("remove all but the largest component", Isensee et al., Nat. Methods
+2021) does the same. Groups of paired structures
 (thalamus, caudate, putamen, pallidum: one per hemisphere) are *not* one piece and must not be listed.
 
 ``predict.largest_component: [brainstem]`` (the default) names the region groups

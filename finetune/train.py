@@ -147,22 +147,19 @@ def model_sidecar(
 
 
 def _datamodules(cfg: DictConfig) -> tuple[BrainDataModule, list[str], list[str]]:
-    """The stage's data module restricted to the ``labels.k`` chosen training subjects, their keys, and the keys
-    of every labelled subject of the train split (the candidates they were chosen from).
+    """The stage's data module (one, set up once) restricted to the ``labels.k`` chosen training subjects, their
+    keys, and the keys of every labelled subject of the train split (the candidates they were chosen from).
 
-    With ``labels.k=0`` no subject is chosen and the module of every labelled subject is returned (only its
-    test subjects are used).
+    With ``labels.k=0`` no subject is chosen and the module keeps every labelled subject (only its test subjects
+    are used).
     """
     data = stage_data_config(cfg)
-    common = {"roi": data.roi, "labelled_only": True, "seed": int(cfg.seed)}
-    everyone = BrainDataModule(data, cfg.paths.cache_dir, **common)
-    everyone.setup()
-    candidates = [(s.key, s.group) for s in everyone.train_subjects]
+    dm = BrainDataModule(data, cfg.paths.cache_dir, roi=data.roi, labelled_only=True, seed=int(cfg.seed))
+    dm.setup()
+    candidates = [(s.key, s.group) for s in dm.train_subjects]
     chosen = select_labelled(candidates, cfg.labels.k, int(cfg.labels.seed))
-    dm = everyone
     if chosen:
-        dm = BrainDataModule(data, cfg.paths.cache_dir, train_keys=chosen, **common)
-        dm.setup()
+        dm.restrict_training(chosen)  # the dataset is read once; the split and its candidates stay
     log.info(
         "stage %s: %d labelled of %d labelled training subjects (%s), %d validation, %d test",
         cfg.stage.name,

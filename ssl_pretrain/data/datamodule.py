@@ -83,6 +83,18 @@ def crossfit_setting(data_cfg: DictConfig) -> tuple[int, int] | None:
     return int(folds), int(fold)
 
 
+def _kept(train: list[CachedSubject], keys: Sequence[str]) -> list[CachedSubject]:
+    """The subjects of ``train`` named in ``keys`` (in split order).
+
+    Raises:
+        ConfigError: a key that is not a subject of ``train``.
+    """
+    unknown = sorted(set(keys) - {s.key for s in train})
+    if unknown:
+        raise ConfigError("train_keys", f"{unknown} are not (labelled) subjects of the train split")
+    return [s for s in train if s.key in set(keys)]
+
+
 class BrainDataModule(L.LightningDataModule):
     """Patches and whole volumes of one dataset for training and evaluation.
 
@@ -197,46 +209,47 @@ class BrainDataModule(L.LightningDataModule):
         if self.labelled_only:
             splits = {name: [s for s in subs if self._labelled(s)] for name, subs in splits.items()}
         if self.train_keys is not None:
-            known = {s.key for s in splits["train"]}
-            unknown = sorted(set(self.train_keys) - known)
-            if unknown:
-                raise ConfigError("train_keys", f"{unknown} are not (labelled) subjects of the train split")
-            splits["train"] = [s for s in splits["train"] if s.key in set(self.train_keys)]
+            splits["train"] = _kept(splits["train"], self.train_keys)
         self.splits = splits
         if not splits["train"]:
             what = "labelled subjects" if self.labelled_only else "subjects"
             raise DataError(self.data_cfg.get("root") or "data", f"no {what} left for training after the split")
-        self.train_dataset = PatchDataset(
-            splits["train"],
+        self.train_dataset = self._patches(splits["train"], train=True)
+        if splits["val"]:
+            self.val_dataset = self._patches(splits["val"], train=False)
+
+    def restrict_training(self, keys: Sequence[str]) -> None:
+        """Train on these subjects of the (labelled) train split only, as ``train_keys`` would, without reading
+        the dataset again: a few-label run chooses its k subjects from the module it has already set up.
+
+        Raises:
+            ConfigError: a key that is not a (labelled) subject of the train split.
+        """
+        if self.splits is None:
+            raise RuntimeError("call setup() first")
+        self.splits["train"] = _kept(self.splits["train"], keys)
+        self.train_keys = list(keys)
+        self.train_dataset = self._patches(self.splits["train"], train=True)
+
+    def _patches(self, subjects: list[CachedSubject], *, train: bool) -> PatchDataset:
+        """Training patches (augmented, ``patches_per_epoch``) or fixed validation patches (``val_patches``)."""
+        common = {"roi": self.roi, "roi_fraction": self.roi_fraction, "min_modalities": self.min_modalities,
+                  "views": self.views, "clean_target": self.clean_target, "view_overlap": self.view_overlap,
+                  "view_augment": self.view_augment}  # fmt: skip
+        if not train:
+            seed = self.seed + 1_000_003
+            return PatchDataset(subjects, self.patch_size, length=self.val_patches, seed=seed, **common)
+        return PatchDataset(
+            subjects,
             self.patch_size,
-            roi=self.roi,
-            roi_fraction=self.roi_fraction,
             length=self.patches_per_epoch,
             seed=self.seed,
             augment=self.augment,
             augment_margin=self.augment_margin,
             modality_dropout=self.modality_dropout,
-            min_modalities=self.min_modalities,
-            views=self.views,
             modality_subsets=self.modality_subsets,
-            clean_target=self.clean_target,
-            view_overlap=self.view_overlap,
-            view_augment=self.view_augment,
+            **common,
         )
-        if splits["val"]:
-            self.val_dataset = PatchDataset(
-                splits["val"],
-                self.patch_size,
-                roi=self.roi,
-                roi_fraction=self.roi_fraction,
-                length=self.val_patches,
-                seed=self.seed + 1_000_003,
-                min_modalities=self.min_modalities,
-                views=self.views,
-                clean_target=self.clean_target,
-                view_overlap=self.view_overlap,
-                view_augment=self.view_augment,
-            )
 
     def _labelled(self, subject: CachedSubject) -> bool:
         if subject.tissue is None:

@@ -86,6 +86,16 @@ def test_train_keys_restrict_training(root: Path, cache: Path) -> None:
     assert [s.key for s in few.test_subjects] == [s.key for s in full.test_subjects]
     with pytest.raises(ConfigError, match="train_keys"):
         BrainDataModule(data_cfg(root), cache, train_keys=["sub-99"]).setup()
+    # restricting a module already set up gives the same subjects and the same patches, without a second read
+    full.restrict_training(chosen)
+    assert [s.key for s in full.train_subjects] == chosen
+    assert [s.key for s in full.test_subjects] == [s.key for s in few.test_subjects]
+    assert full.train_dataset is not None and few.train_dataset is not None
+    a, b = full.train_dataset[3], few.train_dataset[3]
+    assert all(torch.equal(a[key], b[key]) for key in a if isinstance(a[key], torch.Tensor))
+    with pytest.raises(ConfigError, match="train_keys"):
+        full.restrict_training(["sub-99"])
+    assert [s.key for s in full.train_subjects] == chosen  # a refused restriction changes nothing
 
 
 class _Recorder(L.LightningModule):
