@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -233,9 +234,11 @@ class BrainDataModule(L.LightningDataModule):
 
     def _patches(self, subjects: list[CachedSubject], *, train: bool) -> PatchDataset:
         """Training patches (augmented, ``patches_per_epoch``) or fixed validation patches (``val_patches``)."""
-        common = {"roi": self.roi, "roi_fraction": self.roi_fraction, "min_modalities": self.min_modalities,
-                  "views": self.views, "clean_target": self.clean_target, "view_overlap": self.view_overlap,
-                  "view_augment": self.view_augment}  # fmt: skip
+        common: dict[str, Any] = {
+            "roi": self.roi, "roi_fraction": self.roi_fraction, "min_modalities": self.min_modalities,
+            "views": self.views, "clean_target": self.clean_target, "view_overlap": self.view_overlap,
+            "view_augment": self.view_augment,
+        }  # fmt: skip
         if not train:
             seed = self.seed + 1_000_003
             return PatchDataset(subjects, self.patch_size, length=self.val_patches, seed=seed, **common)
