@@ -122,6 +122,28 @@ def test_a_missing_cohort_is_planned_without_simulating_it(tmp_path, capsys):
     assert not (tmp_path / "nothing").exists() and "would first simulate" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_the_command_lines_plan_leaves_no_run_folder(tmp_path, capsys):
+    from ssl_pretrain.cli import main
+
+    runs = tmp_path / "runs"
+    args = ["study", "study.plan_only=true", "study.simulate_demo=true", f"data.root={tmp_path / 'nothing'}"]
+    main([*args, f"paths.runs_dir={runs}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    assert "would first simulate" in capsys.readouterr().out
+    assert not runs.exists() or not any(runs.rglob("*.yaml"))  # no job folder with Hydra's config left behind
+    kept = runs / "study" / "kept"
+    (kept / ".hydra").mkdir(parents=True)
+    (kept / "notes.txt").write_text("mine")
+    with pytest.MonkeyPatch.context() as patch:  # a job folder holding anything else is never removed
+        patch.setattr("hydra.core.hydra_config.HydraConfig.initialized", staticmethod(lambda: True))
+        patch.setattr("hydra.core.hydra_config.HydraConfig.get", staticmethod(
+            lambda: OmegaConf.create({"runtime": {"output_dir": str(kept)}, "job": {"name": "study"}})))  # fmt: skip
+        from evaluation.study_command import discard_job_folder
+
+        discard_job_folder()
+    assert (kept / "notes.txt").read_text() == "mine"
+
+
 def test_job_resources_per_kind_and_ddp(tmp_path):
     cfg = quick_config(tmp_path, tmp_path / "bids", ["study.slurm.common.partition=gpu"])
     pretrain = Stage("pretrain-mae", "pretrain", compose_config("pretrain", ["trainer=ddp", "trainer.devices=4"]),
