@@ -13,16 +13,22 @@ Methods (``baselines.methods``):
 Both learned baselines get their standard preprocessing first: N4 bias-field correction of the anatomical
 channels (``baselines.bias_correction: n4``; :mod:`evaluation.bias_correction`). The ROI of each stage is
 the one its fine-tuning runs recorded (``stage_config`` in ``model.json``), else ``configs/stage/<name>.yaml``.
+
+Subjects are independent, so they are scored in ``baselines.n_jobs`` worker processes (joblib; ``null``: one per
+CPU core, at most one per subject; ``1``: in this process). Each subject's numbers do not depend on it: N4 keeps
+its own thread count in a worker and the mixtures are seeded, so the rows equal the one-process rows.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
+from joblib import Parallel, delayed
 from omegaconf import OmegaConf
 
 from evaluation.baselines import gmm_segment, hmrf_segment
@@ -52,6 +58,7 @@ class BaselineSettings:
     beta_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
     tune_subjects: int = 4
     max_subjects: int | None = None
+    n_jobs: int | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> BaselineSettings:
@@ -82,7 +89,21 @@ class BaselineSettings:
             beta_grid=grid,
             tune_subjects=int(c.get("tune_subjects", cls.tune_subjects)),
             max_subjects=c.get("max_subjects"),
+            n_jobs=_n_jobs(c.get("n_jobs")),
         )
+
+    def parallel(self, tasks: int) -> Parallel:
+        """A joblib pool of at most ``n_jobs`` workers (``None``: the CPU cores) and never more than ``tasks``."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return Parallel(n_jobs=max(1, min(self.n_jobs or cores, tasks)))
+
+
+def _n_jobs(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("baselines.n_jobs", f"expected a positive number of worker processes or null, got {value!r}")
+    return int(value)
 
 
 def stage_rois(recorded: Mapping[str, Mapping[str, Any]], stages: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -137,6 +158,33 @@ def _labelled(subjects: Sequence[CachedSubject]) -> list[CachedSubject]:
     return [s for s in subjects if s.tissue is not None and s.regions is not None]
 
 
+def _beta_dice(
+    subject: CachedSubject, rois: Mapping[str, Mapping[str, Any]], settings: BaselineSettings
+) -> dict[float, list[float]]:
+    """``{β: GM/WM Dice in every ROI}`` of HMRF on one validation subject, for each β of the grid."""
+    prepared = _prepared(subject, settings)
+    return {
+        beta: [r["dice"] for r in _scores(_segment("hmrf", subject, prepared, beta, 0), subject, rois, ("GM", "WM"))]
+        for beta in settings.beta_grid
+    }
+
+
+def _subject_rows(
+    subject: CachedSubject,
+    rois: Mapping[str, Mapping[str, Any]],
+    classes: Sequence[str],
+    settings: BaselineSettings,
+    beta: float,
+    seed: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """``{method: rows}`` of one test subject."""
+    prepared = _prepared(subject, settings) if set(settings.methods) - {"all_wm"} else (np.empty(0), np.empty(0))
+    out = {}
+    for method in settings.methods:
+        out[method] = list(_scores(_segment(method, subject, prepared, beta, seed), subject, rois, classes))
+    return out
+
+
 def tune_hmrf_beta(
     subjects: Sequence[CachedSubject],
     rois: Mapping[str, Mapping[str, Any]],
@@ -152,11 +200,10 @@ def tune_hmrf_beta(
         middle = settings.beta_grid[len(settings.beta_grid) // 2]
         log.warning("baselines: no labelled validation subject to choose the HMRF β; using %s", middle)
         return middle, {}
-    prepared = [(s, _prepared(s, settings)) for s in chosen]
+    per_subject = settings.parallel(len(chosen))(delayed(_beta_dice)(s, rois, settings) for s in chosen)
     scores = {}
     for beta in settings.beta_grid:
-        dice = [r["dice"] for s, p in prepared for r in _scores(_segment("hmrf", s, p, beta, 0), s, rois, ("GM", "WM"))]
-        scores[f"{beta:g}"] = float(np.nanmean(dice))
+        scores[f"{beta:g}"] = float(np.nanmean([d for subject in per_subject for d in subject[beta]]))
     best = max(settings.beta_grid, key=lambda b: scores[f"{b:g}"])
     log.info("baselines: HMRF β=%g chosen on %d validation subjects (%s)", best, len(chosen), scores)
     return best, scores
@@ -179,11 +226,11 @@ def baseline_rows(
     beta, beta_scores = 0.0, cast(dict[str, float], {})
     if "hmrf" in settings.methods:
         beta, beta_scores = tune_hmrf_beta(validation, rois, settings)
-    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in settings.methods}
-    for subject in _labelled(test)[: settings.max_subjects or None]:
-        prepared = _prepared(subject, settings) if set(settings.methods) - {"all_wm"} else (np.empty(0), np.empty(0))
-        for method in settings.methods:
-            rows[method] += list(_scores(_segment(method, subject, prepared, beta, seed), subject, rois, classes))
+    subjects = _labelled(test)[: settings.max_subjects or None]
+    scored = settings.parallel(len(subjects))(
+        delayed(_subject_rows)(s, rois, classes, settings, beta, seed) for s in subjects
+    )
+    rows: dict[str, list[dict[str, Any]]] = {m: [r for subject in scored for r in subject[m]] for m in settings.methods}
     info = {
         "bias_correction": settings.bias_correction,
         "hmrf_beta": beta if "hmrf" in settings.methods else None,

@@ -80,11 +80,25 @@ def test_the_all_wm_floor_and_the_beta_chosen_on_validation_subjects():
     assert beta == 0.3 and scores == {}
 
 
+def test_subjects_scored_in_worker_processes_give_the_same_rows():
+    rng = np.random.default_rng(3)
+    test, val = [_subject(f"t{i}", rng) for i in range(3)], [_subject(f"v{i}", rng) for i in range(2)]
+    common = {"methods": ("all_wm", "gmm", "hmrf"), "stages": ("brainstem",), "beta_grid": (0.0, 0.3),
+              "tune_subjects": 2}  # fmt: skip
+    rois = stage_rois({}, ("brainstem",))
+    alone = baseline_rows(test, val, rois, ("GM", "WM"), BaselineSettings(**common, n_jobs=1))
+    pooled = baseline_rows(test, val, rois, ("GM", "WM"), BaselineSettings(**common, n_jobs=2))
+    assert pooled == alone and [r["subject"] for r in pooled[0]["gmm"]] == ["t0", "t0", "t1", "t1", "t2", "t2"]
+    assert BaselineSettings(n_jobs=4).parallel(2).n_jobs == 2 and BaselineSettings(n_jobs=1).parallel(9).n_jobs == 1
+
+
 @pytest.mark.parametrize(
     ("cfg", "key"),
     [({"methods": ["fast"]}, "baselines.methods"),
      ({"methods": ["gmm"], "bias_correction": "n3"}, "baselines.bias_correction"),
-     ({"methods": ["hmrf"], "hmrf": {"beta_grid": []}}, "baselines.hmrf.beta_grid")],
+     ({"methods": ["hmrf"], "hmrf": {"beta_grid": []}}, "baselines.hmrf.beta_grid"),
+     ({"methods": ["gmm"], "n_jobs": 0}, "baselines.n_jobs"),
+     ({"methods": ["gmm"], "n_jobs": "2"}, "baselines.n_jobs")],
 )  # fmt: skip
 def test_bad_settings_name_their_key(cfg, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
