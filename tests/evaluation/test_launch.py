@@ -118,7 +118,7 @@ def test_plan_lists_the_stages_the_study_runs_and_creates_none(tmp_path, demo_co
 def test_a_missing_cohort_is_planned_without_simulating_it(tmp_path, capsys):
     cfg = quick_config(tmp_path, tmp_path / "nothing", ["study.simulate_demo=true"])
     planned = plan(cfg)
-    assert len(planned) == 32 and not any(p.reused for p in planned)  # the quick preset's 32 stages (as the study ran)
+    assert len(planned) == 22 and not any(p.reused for p in planned)  # the quick preset's 22 stages
     assert not (tmp_path / "nothing").exists() and "would first simulate" in capsys.readouterr().out
 
 
