@@ -27,6 +27,7 @@ from evaluation.figures import group_png
 from evaluation.group_analysis import compare_groups
 from evaluation.runs import Run
 from evaluation.statistics import bootstrap_ci
+from finetune.region_dice import FILE as REGION_DICE_FILE
 from ssl_pretrain.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ TISSUE_MEASURES = ("CSF", "GM", "WM")  # measure suffixes that are tissue (vs. r
 HEAD_SIZE = "head_size"  # the brain-mask volume: not a brainstem model's output
 TRUTH_FILE = Path("derivatives") / "simulation" / "subject_truth.tsv"
 REFERENCE_FILE = "reference_volumes.tsv"
-REGION_DICE_FILE = "region_dice.tsv"  # finetune/region_dice.py: the written region maps vs reference labels
 TRUTH_WHOLE_BRAIN = {"GM": "gm_volume_mm3", "WM": "wm_volume_mm3", "CSF": "csf_volume_mm3"}
 
 

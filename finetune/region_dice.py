@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 
-from finetune.region_head import BRAINSTEM_PARTS, REGION_HEAD
+from finetune.region_head import BRAINSTEM_PARTS, REGION_HEAD, head_target, region_dice
 from ssl_pretrain.data.labels import REGION_INDEX, region_group_indices
 
 FILE = "region_dice.tsv"
-COLUMNS = ("participant_id", "session", "group", "region", "dice", "predicted_mm3", "reference_mm3")
 
 
 def _regions() -> Iterator[tuple[str, tuple[int, ...]]]:
@@ -41,18 +41,17 @@ def region_dice_rows(predicted: np.ndarray, reference: np.ndarray, voxel_mm3: fl
     """
     if predicted.shape != reference.shape:
         raise ValueError(f"predicted {predicted.shape} and reference {reference.shape} maps differ in shape")
+    dice = region_dice(head_target(torch.as_tensor(np.asarray(predicted))).numpy(), reference)  # the head's own Dice
     undivided = bool(np.any(reference == REGION_INDEX["brainstem"]))
     rows: list[dict[str, object]] = []
     for name, members in _regions():
-        if undivided and name in BRAINSTEM_PARTS:
-            continue
+        value = dice[f"dice_region_{name}"]
+        if np.isnan(value) or (undivided and name in BRAINSTEM_PARTS):
+            continue  # absent from both maps, or a part the reference does not divide
         p, r = np.isin(predicted, members), np.isin(reference, members)
-        total = int(p.sum()) + int(r.sum())
-        if total == 0:
-            continue
         rows.append({
             "region": name,
-            "dice": round(2.0 * int(np.count_nonzero(p & r)) / total, 6),
+            "dice": round(value, 6),
             "predicted_mm3": round(float(p.sum()) * voxel_mm3, 3),
             "reference_mm3": round(float(r.sum()) * voxel_mm3, 3),
         })  # fmt: skip
