@@ -16,4 +16,8 @@ Modules (import what you need; nothing heavy is imported here):
   (:mod:`evaluation.captions`, :mod:`evaluation.report_html`).
 - :mod:`evaluation.sections`: the report's sections, one file each (what it adds to ``results.json``, its
   figures, captions and HTML), listed in ``report.sections`` of ``configs/evaluate.yaml``.
+- :mod:`evaluation.protocol`: what the arms of one comparison may differ in (checked before a study trains
+  and again on the evaluated runs).
+- :mod:`evaluation.study`: ``bssl study``, the orchestration that runs every stage of a study and ends in this
+  package's evaluation; it imports the evaluation, nothing here imports it.
 """

@@ -5,7 +5,7 @@ the same rules:
 
 * ``target_steps`` / ``encoder_lr_scale`` / ``warmup_steps`` per arm, and ``equal_schedules``: whether the
   arms' target runs at each (k, seed) have the same resolved config except where their weights start
-  (:func:`evaluation.study_design.differences`) and, for compute-matched arms, their steps;
+  (:func:`evaluation.protocol.differences`) and, for compute-matched arms, their steps;
   ``schedule_differences`` lists what differs otherwise;
 * ``same_labelled_subjects``: whether every arm's run at each (k, seed) saw the same labelled subjects;
 * ``selection`` per arm and ``max_labelled_seen`` per k: the most labelled target subjects any run at that k
@@ -21,8 +21,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from evaluation.protocol import MATCHED, STEPS, differences, flat
 from evaluation.runs import Run
-from evaluation.study_design import MATCHED, STEPS, differences, flat
 from ssl_pretrain.data.labels import region_group_indices
 
 CONFIG_FILE = "config.yaml"

@@ -1,7 +1,7 @@
 """The ``bssl`` commands: for each, the module whose ``run(cfg)`` runs it and a one-line help.
 
 A table of module *names*, not imports: :mod:`ssl_pretrain.cli` imports a command's module only when the
-command runs, and :mod:`evaluation.stages` runs the study's stages through the same table. Both import this
+command runs, and :mod:`evaluation.study.stages` runs the study's stages through the same table. Both import this
 module, which imports nothing, so neither imports the other: the import graph has no cycle between the
 command line and the packages downstream of ``ssl_pretrain`` (``tests/ssl_pretrain/test_commands.py`` checks it).
 """
@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("finetune.predict", "segment subjects; BIDS-derivative dseg in native space + volumes"),
     "evaluate": ("evaluation.evaluate", "probes, CKA, learning curves, baselines, group analysis, report"),
     "study": (
-        "evaluation.study_command",
+        "evaluation.study.command",
         "the whole transfer study: pretrain -> subcortical -> brainstem sweep -> report",
     ),
 }

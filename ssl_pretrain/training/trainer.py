@@ -58,7 +58,7 @@ _ADDED_CALLBACKS: list[Callback] = []  # see added_callbacks
 @contextmanager
 def added_callbacks(*callbacks: Callback) -> Iterator[None]:
     """Every trainer :func:`build_trainer` makes while this is open also gets ``callbacks`` (e.g. the study
-    planner's step timer, evaluation/plan.py, around a command's ``run(cfg)``)."""
+    planner's step timer, evaluation/study/plan.py, around a command's ``run(cfg)``)."""
     _ADDED_CALLBACKS.extend(callbacks)
     try:
         yield

@@ -104,7 +104,7 @@ def test_every_command_module_exists_and_has_run():
 def test_the_command_line_is_in_no_import_cycle():
     """The cli runs the study command, whose stages run the commands: through a table both import, not each other."""
     graph = import_graph()
-    assert "evaluation.study_command" in graph["ssl_pretrain.cli"]  # the run-time edge counts
+    assert "evaluation.study.command" in graph["ssl_pretrain.cli"]  # the run-time edge counts
     through_cli = [c for c in cycles(graph) if {"ssl_pretrain.cli", "ssl_pretrain.commands"} & set(c)]
     assert through_cli == []
     importers = sorted(module for module, targets in graph.items() if "ssl_pretrain.cli" in targets)
@@ -112,7 +112,7 @@ def test_the_command_line_is_in_no_import_cycle():
 
 
 def test_no_import_cycle():
-    """None at all: ``bssl study``'s plan-or-run choice lives in its own module (:mod:`evaluation.study_command`),
+    """None at all: ``bssl study``'s plan-or-run choice lives in its own module (:mod:`evaluation.study.command`),
     so the plan, which composes the study's stages, is not imported back by the study."""
     assert list(cycles(import_graph())) == []
 
@@ -130,3 +130,14 @@ def test_imports_flow_from_evaluation_to_finetune_to_ssl_pretrain():
     top = {module: layer[module.partition(".")[0]] for module in graph}
     upward = [(a, b) for a, targets in graph.items() for b in targets if top[b] > top[a]]
     assert upward == []
+
+
+def test_the_study_orchestration_is_imported_by_nothing_it_runs():
+    """``bssl study`` (:mod:`evaluation.study`) runs every other command and ends in the evaluation: it imports
+    them, and no module outside it imports it (the cli reaches it through the command table only)."""
+    graph = import_graph()
+    graph["ssl_pretrain.cli"] -= {module for module, _ in COMMANDS.values()}
+    inside = {module for module in graph if module == "evaluation.study" or module.startswith("evaluation.study.")}
+    importers = sorted(module for module, targets in graph.items() if module not in inside and targets & inside)
+    assert importers == []
+    assert graph["evaluation.study.chain"] & {"evaluation.protocol"}  # it does import the evaluation's own check

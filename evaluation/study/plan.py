@@ -1,6 +1,6 @@
 """``bssl study study.plan_only=true``: every stage a study would run, its training steps and the device-hours.
 
-The study composes its stages exactly as it would to run them (:meth:`evaluation.study.Study.all_stages`), with
+The study composes its stages exactly as it would to run them (:meth:`evaluation.study.chain.Study.all_stages`), with
 a runner that runs none (:class:`Plan`), and prints one line per stage (name, kind, training steps, devices,
 whether a finished run is reused), the steps per stage kind and an estimate of the device-hours of the steps
 still to run. A stage counts as reused when its directory holds a complete run and every stage it reads is
@@ -34,9 +34,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
-from evaluation.launch import Runner
-from evaluation.stages import MODULES, Stage
-from evaluation.study import Study, needs_demo
+from evaluation.study.chain import Study, needs_demo
+from evaluation.study.launch import Runner
+from evaluation.study.stages import MODULES, Stage
 from ssl_pretrain.data.validate import dataset_fingerprint, load_records
 from ssl_pretrain.errors import ConfigError, DataError
 from ssl_pretrain.run_dir import device_name, is_complete

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from evaluation import stages as stage_module
-from evaluation.launch import JobFailed, Jobs, executor_parameters, job_spec, make_runner, resources, stage_of
-from evaluation.plan import plan
-from evaluation.stages import Stage
-from evaluation.study import Study
-from evaluation.study import run as run_study
+from evaluation.study import stages as stage_module
+from evaluation.study.chain import Study
+from evaluation.study.chain import run as run_study
+from evaluation.study.launch import JobFailed, Jobs, executor_parameters, job_spec, make_runner, resources, stage_of
+from evaluation.study.plan import plan
+from evaluation.study.stages import Stage
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.data.validate import load_records
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.run_dir import is_complete, write_json_atomic
-from tests.evaluation.test_study import study_config
+from tests.evaluation.study.test_study import study_config
 
 
 def fake_run(cfg) -> Path:
@@ -138,7 +138,7 @@ def test_the_command_lines_plan_leaves_no_run_folder(tmp_path, capsys):
         patch.setattr("hydra.core.hydra_config.HydraConfig.initialized", staticmethod(lambda: True))
         patch.setattr("hydra.core.hydra_config.HydraConfig.get", staticmethod(
             lambda: OmegaConf.create({"runtime": {"output_dir": str(kept)}, "job": {"name": "study"}})))  # fmt: skip
-        from evaluation.study_command import discard_job_folder
+        from evaluation.study.command import discard_job_folder
 
         discard_job_folder()
     assert (kept / "notes.txt").read_text() == "mine"
@@ -250,11 +250,11 @@ def test_plan_measures_step_times_on_this_device_and_says_so(tmp_path, demo_coho
 
 def test_bssl_study_plans_with_plan_only_and_runs_otherwise(monkeypatch):
     """The command's module chooses: ``study.plan_only=true`` prints the plan and runs nothing."""
-    from evaluation import study_command
+    from evaluation.study import command as study_command
 
     calls = []
     monkeypatch.setattr(study_command, "plan", lambda cfg: calls.append("plan"))
-    monkeypatch.setattr(study_command.study, "run", lambda cfg: calls.append("run") or Path("out"))
+    monkeypatch.setattr(study_command.chain, "run", lambda cfg: calls.append("run") or Path("out"))
     assert study_command.run(OmegaConf.create({"study": {"plan_only": True}})) is None
     assert study_command.run(OmegaConf.create({"study": {"plan_only": False}})) == Path("out")
     assert calls == ["plan", "run"]

@@ -1,5 +1,5 @@
-"""``bssl study``: run the whole study (:func:`evaluation.study.run`), or with ``study.plan_only=true`` print its
-plan and run nothing (:func:`evaluation.plan.plan`).
+"""``bssl study``: run the whole study (:func:`evaluation.study.chain.run`), or with ``study.plan_only=true`` print its
+plan and run nothing (:func:`evaluation.study.plan.plan`).
 
 The command's own module, so that the study (which the plan composes) does not import the plan back.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from evaluation import study
-from evaluation.plan import plan
+from evaluation.study import chain
+from evaluation.study.plan import plan
 
 
 def discard_job_folder() -> None:
@@ -34,4 +34,4 @@ def run(cfg: DictConfig) -> Path | None:
         plan(cfg)
         discard_job_folder()
         return None
-    return study.run(cfg)
+    return chain.run(cfg)

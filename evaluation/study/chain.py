@@ -1,6 +1,6 @@
 """``bssl study``: the whole transfer study, from (simulated) data to ``report.html``.
 
-Data flow (each arrow is one or more stages of :mod:`evaluation.stages`, reused when already finished)::
+Data flow (each arrow is one or more stages of :mod:`evaluation.study.stages`, reused when already finished)::
 
     demo cohort (only if data.root is missing; a simulation)
       → pretrain: one run per SSL method a hypothesis names, per pretraining seed (study.pretrain_seeds)
@@ -13,14 +13,14 @@ Data flow (each arrow is one or more stages of :mod:`evaluation.stages`, reused 
       → <study run dir>/study.json + report.html (a copy of the evaluation's report)
 
 The rules of an honest transfer experiment (DESIGN §10) hold by construction: every arm gets the same
-target schedule (checked before anything trains, :mod:`evaluation.study_design`), a compute-matched
+target schedule (checked before anything trains, :mod:`evaluation.protocol`), a compute-matched
 control (``match_compute``) trains from scratch for as many supervised steps as the longest chain, each
 seed fixes the labelled subjects of every arm alike, and a k-label run reads no other label.
-Where the stages run is the runner's business (``study.launcher``, :mod:`evaluation.launch`): one after another
+Where the stages run is the runner's business (``study.launcher``, :mod:`evaluation.study.launch`): one after another
 in this process, or as submitit jobs (local processes or SLURM) in dependency waves; ``bssl study
-study.plan_only=true`` prints the stages and their cost instead (:mod:`evaluation.plan`, chosen by the command's
-module :mod:`evaluation.study_command`).
-Hypotheses come from ``configs/hypothesis/<name>.yaml`` (:mod:`evaluation.hypotheses`); presets
+study.plan_only=true`` prints the stages and their cost instead (:mod:`evaluation.study.plan`, chosen by the command's
+module :mod:`evaluation.study.command`).
+Hypotheses come from ``configs/hypothesis/<name>.yaml`` (:mod:`evaluation.study.hypotheses`); presets
 (``preset=quick``, ``preset=full``) set the steps and the network of every stage through ``study.overrides``.
 """
 
@@ -35,10 +35,10 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation.hypotheses import Hypothesis, hypotheses, source_label
-from evaluation.launch import Inline, Runner, make_runner
-from evaluation.stages import Stage, compose_stage, run_stage
-from evaluation.study_design import check_arms
+from evaluation.protocol import check_arms
+from evaluation.study.hypotheses import Hypothesis, hypotheses, source_label
+from evaluation.study.launch import Inline, Runner, make_runner
+from evaluation.study.stages import Stage, compose_stage, run_stage
 from finetune.selection import parse_k
 from ssl_pretrain.config import config_options
 from ssl_pretrain.data.split import crossfit_folds
@@ -160,7 +160,7 @@ class Study:
         after: Sequence[Stage] = (),
     ) -> Stage:
         """Compose a stage of ``kind`` (pretrain, source, target, predict, evaluate) once the stages it reads
-        have finished, and hand it to the runner (which runs it now or in its wave, :mod:`evaluation.launch`)."""
+        have finished, and hand it to the runner (which runs it now or in its wave, :mod:`evaluation.study.launch`)."""
         self.runner.ready(after)
         info = {**(info or {}), "kind": kind}
         stage = compose_stage(name, command, overrides, self.cfg, self.fingerprint, values, info, after)
@@ -393,7 +393,7 @@ def _simulate_demo(cfg: DictConfig) -> Stage:
 def run(cfg: DictConfig) -> Path:
     """Run the study of ``cfg`` (see the module docstring); returns its run directory (with ``report.html``).
 
-    ``bssl study study.plan_only=true`` prints the plan instead (:mod:`evaluation.study_command`).
+    ``bssl study study.plan_only=true`` prints the plan instead (:mod:`evaluation.study.command`).
     """
     with run_context(cfg, "study") as out:
         runner = make_runner(cfg, out)

@@ -4,7 +4,7 @@
 * ``local`` / ``slurm``: stages run as jobs of submitit's local executor (processes on this machine) or of SLURM
   (:class:`Jobs`), one job per stage, with the resources of its kind (``study.slurm.<kind>``).
 
-A stage's directory is hashed with its upstream stages' start times (:func:`evaluation.stages.compose_stage`),
+A stage's directory is hashed with its upstream stages' start times (:func:`evaluation.study.stages.compose_stage`),
 so a stage can be composed only once the stages it reads have finished. The study composes stages in its usual
 order and tells its runner first which stages the next one reads (:meth:`Runner.ready`); :class:`Jobs` queues
 stages and, when the next one reads a queued stage, submits the queue as one wave and waits for all of it. The
@@ -12,7 +12,7 @@ waves follow the dependencies — pretraining (with the source stages trained fr
 target sweep (every hypothesis × k × seed at once) → cross-fitted chains → predict → evaluate — and each holds
 every stage whose inputs are ready.
 
-Each job runs :func:`evaluation.stages.run_stage` — what the inline path runs — on the stage's config, pickled
+Each job runs :func:`evaluation.study.stages.run_stage` — what the inline path runs — on the stage's config, pickled
 as a plain dict, in the stage's directory: a finished stage is reused, a killed one resumes (``resume=auto``),
 two studies share a stage through its lock. A job that reaches its time limit or is pre-empted is requeued
 (submitit's checkpointing, up to ``max_num_timeout`` times) and resumes from its last checkpoint. A failed job
@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation.stages import Stage, run_stage
+from evaluation.study.stages import Stage, run_stage
 from ssl_pretrain.errors import BsslError, ConfigError
 from ssl_pretrain.run_dir import is_complete
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf, open_dict
 
-from evaluation.study import needs_demo
-from evaluation.sweep import swept_settings, write_sweep
+from evaluation.study.chain import needs_demo
+from evaluation.study.sweep import swept_settings, write_sweep
 from ssl_pretrain.config import compose_config
 from ssl_pretrain.errors import ConfigError
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from evaluation.hypotheses import Hypothesis, hypotheses
-from evaluation.stages import compose_stage, config_hash
-from evaluation.study import Study, needs_demo
-from evaluation.study import run as run_study
-from evaluation.study_design import check_arms
+from evaluation.protocol import check_arms
+from evaluation.study.chain import Study, needs_demo
+from evaluation.study.chain import run as run_study
+from evaluation.study.hypotheses import Hypothesis, hypotheses
+from evaluation.study.stages import compose_stage, config_hash
 from ssl_pretrain.config import CONFIG_DIR, compose_config
 from ssl_pretrain.errors import ConfigError, DataError
 from ssl_pretrain.run_dir import is_complete, read_run_record, write_json_atomic
@@ -236,7 +236,7 @@ def test_two_studies_running_one_stage_at_once_run_it_once(tmp_path, monkeypatch
     import time
     import types
 
-    from evaluation import stages
+    from evaluation.study import stages
 
     calls = []
 
@@ -261,7 +261,7 @@ def test_two_studies_running_one_stage_at_once_run_it_once(tmp_path, monkeypatch
 
 
 def test_the_predictor_is_fixed_in_advance_at_full_labels(tmp_path):
-    from evaluation.stages import Stage
+    from evaluation.study.stages import Stage
 
     extra = ["study.k=[2,all]", "study.seeds=[0,1]"]
     cfg = study_config(tmp_path, tmp_path / "bids", ["scratch", "subcortical"], extra)

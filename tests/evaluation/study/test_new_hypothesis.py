@@ -22,11 +22,11 @@ from evaluation.sections.compute import Compute
 from evaluation.sections.convergence import Convergence
 from evaluation.sections.learning_curves import LearningCurves
 from evaluation.sections.transfer_matrix import source_encoders
-from evaluation.stages import Stage
-from evaluation.study import Study
+from evaluation.study.chain import Study
+from evaluation.study.stages import Stage
 from ssl_pretrain.config import CONFIG_DIR, config_options
+from tests.evaluation.study.test_launch import fake_commands, quick_config  # noqa: F401 (a fixture)
 from tests.evaluation.test_compute_cost import _from, _run
-from tests.evaluation.test_launch import fake_commands, quick_config  # noqa: F401 (a fixture)
 
 STAGE = """# A lab's own source stage: GM/WM in the cerebellum, never the brainstem or the band around it.
 name: cerebellum
