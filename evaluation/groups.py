@@ -27,6 +27,7 @@ from evaluation.figures import group_png
 from evaluation.group_analysis import compare_groups
 from evaluation.runs import Run
 from evaluation.statistics import bootstrap_ci
+from finetune.bids_output import REFERENCE_VOLUMES_FILE, VOLUMES_FILE
 from finetune.region_dice import FILE as REGION_DICE_FILE
 from ssl_pretrain.errors import ConfigError, DataError
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 TISSUE_MEASURES = ("CSF", "GM", "WM")  # measure suffixes that are tissue (vs. region volumes)
 HEAD_SIZE = "head_size"  # the brain-mask volume: not a brainstem model's output
 TRUTH_FILE = Path("derivatives") / "simulation" / "subject_truth.tsv"
-REFERENCE_FILE = "reference_volumes.tsv"
 TRUTH_WHOLE_BRAIN = {"GM": "gm_volume_mm3", "WM": "wm_volume_mm3", "CSF": "csf_volume_mm3"}
 
 
@@ -181,7 +181,7 @@ def analyse_groups(runs: Sequence[Run], cfg: DictConfig) -> tuple[dict[str, Any]
     if not predict:
         return {"rows": [], "excluded": []}, {}
     region_dice = region_dice_summary([r.path / REGION_DICE_FILE for r in predict], int(cfg.bootstrap.n), int(cfg.seed))
-    paths = [r.path / "volumes.tsv" for r in predict]
+    paths = [r.path / VOLUMES_FILE for r in predict]
     table, left_out = volume_table(paths)
     for key in left_out:
         log.warning("group analysis: %s left out: every model that predicted it had trained or selected on it", key)
@@ -214,7 +214,7 @@ def analyse_groups(runs: Sequence[Run], cfg: DictConfig) -> tuple[dict[str, Any]
         row.update(source="model", crossfit_folds=len(folds) or None)
         if truth is not None:
             row.update(_checks(table, truth, row["measure"], control, n_boot, seed))
-    references = [r.path / REFERENCE_FILE for r in predict if (r.path / REFERENCE_FILE).is_file()]
+    references = [r.path / REFERENCE_VOLUMES_FILE for r in predict if (r.path / REFERENCE_VOLUMES_FILE).is_file()]
     reference_rows: list[dict[str, Any]] = []
     if references:
         ref_table, _ = volume_table(references)

@@ -57,6 +57,8 @@ from tqdm.auto import tqdm
 
 from finetune.bids_output import (
     DERIVATIVE_NAME,
+    REFERENCE_VOLUMES_FILE,
+    VOLUMES_FILE,
     DatasetLinks,
     check_derivative_root,
     init_derivative,
@@ -266,7 +268,6 @@ def reference_regions(
     return np.asarray(moved.dataobj).astype(np.uint8)
 
 
-REFERENCE_VOLUMES_FILE = "reference_volumes.tsv"  # volumes inside the *reference* region labels (no model outline)
 MAX_CHAIN = 5
 
 
@@ -398,6 +399,6 @@ def run(cfg: DictConfig) -> Path:
             write_volumes(out / REFERENCE_VOLUMES_FILE, reference_rows)
         if dice_rows:
             write_text(out / REGION_DICE_FILE, pd.DataFrame(dice_rows).to_csv(sep="\t", index=False, na_rep="n/a"))
-        write_volumes(out / "volumes.tsv", rows)
+        write_volumes(out / VOLUMES_FILE, rows)
         log.info("predicted %d subjects into %s", len(subjects), root)
     return out
