@@ -214,15 +214,20 @@ def _write_outputs(
     """Score the test subjects and write model.pt/json, metrics.csv, overlays.png and summary.json."""
     roi, policy = module.roi, module.policy
     device = next(module.net.parameters()).device
-    rows, cases = score_subjects(
-        module.net,
-        dm.test_subjects,
-        roi,
-        module.inference,
-        device,
-        hd95=bool(cfg.eval.hd95),
-        n_overlays=int(cfg.eval.n_overlays),
-        t1w_only=bool(cfg.eval.get("t1w_only", False)),
+    scored = bool(cfg.eval.get("test", True))
+    rows, cases = (
+        score_subjects(
+            module.net,
+            dm.test_subjects,
+            roi,
+            module.inference,
+            device,
+            hd95=bool(cfg.eval.hd95),
+            n_overlays=int(cfg.eval.n_overlays),
+            t1w_only=bool(cfg.eval.get("t1w_only", False)),
+        )
+        if scored
+        else ([], [])
     )
     summary: dict[str, Any] = {
         "weights": selected[0],
@@ -251,9 +256,12 @@ def _write_outputs(
         write_metrics(out / METRICS_FILE, rows)
         title = f"stage {roi.name}, init {init_info['init']}, k={meta['labels']['k']}, policy {policy}"
         overlay_figure(out / OVERLAYS_FILE, cases, suptitle=title)
-    else:
+    elif scored:
         log.warning("no labelled test subject: %s and %s not written", METRICS_FILE, OVERLAYS_FILE)
     write_json_atomic(out / SUMMARY_FILE, summary)
+    if not scored:
+        log.info("test subjects not scored (eval.test=false): %s and %s not written", METRICS_FILE, OVERLAYS_FILE)
+        return
     shown = {k: round(v, 4) for k, v in summary.items() if k.startswith("test_dice")}
     log.info("test Dice in the %s ROI (%d subjects): %s", roi.group, len(rows), shown)
 

@@ -313,7 +313,8 @@ class Study:
         arm, folds = self.prediction_arm(), int(self.cfg.study.crossfit_folds)
         parts = crossfit_folds(records, folds, int(self.cfg.data.split_seed))
         pseed = self.pretrain_seeds[0] if arm.pretrain else None
-        fold = [[f"data.crossfit.folds={folds}", f"data.crossfit.fold={j}"] for j in range(folds)]
+        # each fold scores its held-out subjects once, over whole volumes, in predict: not in the fine-tuning ROI too
+        fold = [[f"data.crossfit.folds={folds}", f"data.crossfit.fold={j}", "eval.test=false"] for j in range(folds)]
         start = encoders.get((arm.pretrain, pseed)) if arm.pretrain and pseed is not None else None
         previous: list[Stage | None] = [start] * folds
         for i, stage_name in enumerate(arm.sources):

@@ -190,6 +190,15 @@ def test_selection_on_validation_subjects_counts_them(tmp_path, cohort):
     assert not set(meta["selection"]["val_subjects"]) & set(meta["labelled_subjects"] + meta["test_subjects"])
 
 
+def test_a_run_told_not_to_score_its_test_subjects_writes_its_model_and_no_scores(tmp_path, cohort):
+    """``eval.test=false`` (the study's cross-fitted chains, whose held-out subjects predict scores)."""
+    out = train.run(_cfg(tmp_path, cohort, "unscored", "stage=brainstem", "labels.k=1", "trainer.max_steps=2",
+                         "eval.test=false"))  # fmt: skip
+    assert (out / "model.pt").is_file() and read_sidecar(out / "model.pt")["test_subjects"]
+    assert not (out / "metrics.csv").exists() and not (out / "overlays.png").exists()
+    assert json.loads((out / "summary.json").read_text())["n_test"] == 0
+
+
 def test_zero_shot_needs_an_init_with_a_segmentation_head(tmp_path, cohort):
     with pytest.raises(CheckpointError, match="zero-shot"):
         train.run(_cfg(tmp_path, cohort, "zero", "stage=brainstem", "labels.k=0"))

@@ -204,6 +204,9 @@ def test_smoke_study_runs_every_stage_reuses_and_resumes(tmp_path, demo_cohort):
     assert [s["name"] for s in predicted] == ["predict-fold0", "predict-fold1"]  # cross-fitted, 2 folds by default
     volumes = pd.concat([pd.read_csv(Path(s["path"]) / "volumes.tsv", sep="\t") for s in predicted])
     assert not volumes["model_saw_subject"].astype(bool).any()  # no subject measured by a model that saw it
+    for s in stages:  # a cross-fitted chain's held-out subjects are scored by predict only, not by its training
+        if s["command"] == "finetune":
+            assert (Path(s["path"]) / "metrics.csv").is_file() == ("crossfit_fold" not in s), s["name"]
     per_subject = volumes.groupby("participant_id")["crossfit_fold"].nunique()
     assert (per_subject == 1).all() and len(per_subject) == 4  # every subject of the cohort, by one fold's model
     results = json.loads(Path(summary["results"]).read_text())
