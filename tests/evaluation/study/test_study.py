@@ -15,6 +15,7 @@ from evaluation.study.chain import run as run_study
 from evaluation.study.hypotheses import Hypothesis, hypotheses
 from evaluation.study.stages import compose_stage, config_hash
 from ssl_pretrain.config import CONFIG_DIR, compose_config
+from ssl_pretrain.data.validate import load_records
 from ssl_pretrain.errors import ConfigError, DataError
 from ssl_pretrain.run_dir import is_complete, read_run_record, write_json_atomic
 
@@ -188,9 +189,12 @@ SMOKE = ["study.k=[0,1]", "study.seeds=[0]"]  # one labelled point besides zero-
 
 
 @pytest.mark.slow
-def test_smoke_study_runs_every_stage_reuses_and_resumes(tmp_path, demo_cohort):
+def test_smoke_study_runs_every_stage_reuses_and_resumes(tmp_path, demo_cohort, header_reads):
     cfg = study_config(tmp_path, demo_cohort, EXPERIMENTS, SMOKE)
     out = run_study(cfg)
+    # One study process, every stage inline: each image of the dataset is validated once (header read + check).
+    images = [p for r in load_records(cfg.data) for role, p in r.files().items() if not role.endswith("_tsv")]
+    assert sorted(header_reads) == sorted(2 * [Path(p) for p in images])
     summary = json.loads((out / "study.json").read_text())
     stages = summary["stages"]
     assert all(s["status"] == "complete" for s in stages) and summary["reused"] == 0

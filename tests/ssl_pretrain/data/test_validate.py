@@ -283,28 +283,6 @@ def test_guessed_geometry_is_an_error_unless_allowed(bids: Path, caplog: pytest.
         load_records(cfg)
 
 
-@pytest.fixture
-def header_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every path header validation opens (``load_header``/``check_header``), with a fresh memo of passed records."""
-    from ssl_pretrain.data import validate
-
-    reads: list[Path] = []
-    monkeypatch.setattr(validate, "_validated", set())
-    real_load, real_check = validate.load_header, validate.check_header
-
-    def counted_load(path: str | Path) -> object:
-        reads.append(Path(path))
-        return real_load(path)
-
-    def counted_check(path: str | Path, img: object = None, **kwargs: bool) -> object:
-        reads.append(Path(path))
-        return real_check(path, img, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(validate, "load_header", counted_load)
-    monkeypatch.setattr(validate, "check_header", counted_check)
-    return reads
-
-
 def _n_images(records: list) -> int:
     return sum(1 for r in records for role in r.files() if not role.endswith("_tsv"))
 
