@@ -152,7 +152,9 @@ def _checks(table: pd.DataFrame, truth: pd.DataFrame, measure: str, control: str
 
 def region_dice_summary(paths: Sequence[Path], n_boot: int, seed: int) -> list[dict[str, Any]]:
     """Per region, the Dice of the region maps the prediction runs wrote (whole volume) on the subjects whose
-    model never saw them: ``[{region, n_subjects, dice, ci95, predicted_mm3, reference_mm3, largest_component}]``.
+    model never saw them: ``[{region, n_subjects, dice, ci95, predicted_mm3, reference_mm3, largest_component,
+    in_model_roi}]`` (``in_model_roi``: inside the ROI every predicting model was last trained in; ``None`` when
+    the files do not say).
     """
     frames = [_read(p) for p in paths if p.is_file()]
     if not frames:
@@ -167,6 +169,7 @@ def region_dice_summary(paths: Sequence[Path], n_boot: int, seed: int) -> list[d
             "region": str(region), "n_subjects": int(part["subject"].nunique()), "dice": dice, "ci95": [lo, hi],
             "predicted_mm3": float(part["predicted_mm3"].mean()), "reference_mm3": float(part["reference_mm3"].mean()),
             "largest_component": ", ".join(sorted(set(part.get("largest_component", pd.Series(["n/a"])).astype(str)))),
+            "in_model_roi": bool(_flag(part["in_model_roi"]).all()) if "in_model_roi" in part else None,
         })  # fmt: skip
     return rows
 

@@ -391,7 +391,7 @@ def run(cfg: DictConfig) -> Path:
             if labelled is not None and predicted_regions is not None:
                 for row in region_volumes(labels, labelled, voxel_mm3, info, model_roi=model_roi):
                     reference_rows.append({**row, "regions_from": "reference regions"})
-                for row in region_dice_rows(predicted_regions, labelled, voxel_mm3):
+                for row in region_dice_rows(predicted_regions, labelled, voxel_mm3, model_roi):
                     dice_rows.append({**info, **row, **extra, "largest_component": ",".join(largest) or "none"})
             if not np.any(labels):
                 log.warning("%s: the prediction is empty (all background)", record.key)

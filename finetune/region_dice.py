@@ -28,13 +28,18 @@ def _regions() -> Iterator[tuple[str, tuple[int, ...]]]:
         yield name, (REGION_INDEX[name],)
 
 
-def region_dice_rows(predicted: np.ndarray, reference: np.ndarray, voxel_mm3: float) -> list[dict[str, object]]:
-    """``[{region, dice, predicted_mm3, reference_mm3}]`` of one subject.
+def region_dice_rows(
+    predicted: np.ndarray, reference: np.ndarray, voxel_mm3: float, model_roi: str | None = None
+) -> list[dict[str, object]]:
+    """``[{region, dice, predicted_mm3, reference_mm3, in_model_roi}]`` of one subject.
 
     Args:
         predicted: ``(X, Y, Z)`` canonical region indices written by ``bssl predict``.
         reference: ``(X, Y, Z)`` canonical region indices of the subject's reference labels, same grid.
         voxel_mm3: volume of one voxel.
+        model_roi: the region group the model was last trained in (``stage.roi``): ``in_model_roi`` is True for
+            the regions inside it; the others are the model's extrapolation (e.g. the caudate of a model whose
+            last stage trained in the brainstem ROI).
 
     Raises:
         ValueError: the two maps differ in shape.
@@ -43,6 +48,7 @@ def region_dice_rows(predicted: np.ndarray, reference: np.ndarray, voxel_mm3: fl
         raise ValueError(f"predicted {predicted.shape} and reference {reference.shape} maps differ in shape")
     dice = region_dice(head_target(torch.as_tensor(np.asarray(predicted))).numpy(), reference)  # the head's own Dice
     undivided = bool(np.any(reference == REGION_INDEX["brainstem"]))
+    inside = set(region_group_indices(model_roi)) if model_roi else set()
     rows: list[dict[str, object]] = []
     for name, members in _regions():
         value = dice[f"dice_region_{name}"]
@@ -54,5 +60,6 @@ def region_dice_rows(predicted: np.ndarray, reference: np.ndarray, voxel_mm3: fl
             "dice": round(value, 6),
             "predicted_mm3": round(float(p.sum()) * voxel_mm3, 3),
             "reference_mm3": round(float(r.sum()) * voxel_mm3, 3),
+            "in_model_roi": bool(inside) and set(members) <= inside,
         })  # fmt: skip
     return rows

@@ -119,10 +119,15 @@ def _region_dice_table(results: Mapping[str, Any]) -> str:
     body += "far from the structure count), against the subject's reference labels, on the subjects the "
     body += "predicting model never saw; mean [95% BCa CI over subjects]. Post-processing: largest connected "
     body += f"piece kept for {e(rows[0].get('largest_component') or 'none')}. The per-run region Dice in "
-    body += "Segmentation accuracy is scored inside the stage ROI's box only (from the reference labels).</p>"
+    body += "Segmentation accuracy is scored inside the stage ROI's box only (from the reference labels). A region "
+    body += "outside the ROI the predicting model was last trained in is its extrapolation (no label of that region "
+    body += "trained its last stage), shown for completeness, not as a result.</p>"
+    inside = {True: "yes", False: "no: extrapolated", None: "not recorded"}
     cells = [[e(r["region"]), num(r.get("n_subjects")), num(r.get("dice"), 3) + ci(r.get("ci95"), 3),
-              num(r.get("predicted_mm3"), 0), num(r.get("reference_mm3"), 0)] for r in rows]  # fmt: skip
-    return body + table(["region", "n", "Dice [95% CI]", "predicted mm³ (mean)", "reference mm³ (mean)"], cells)
+              num(r.get("predicted_mm3"), 0), num(r.get("reference_mm3"), 0), inside[r.get("in_model_roi")]]
+             for r in rows]  # fmt: skip
+    header = ["region", "n", "Dice [95% CI]", "predicted mm³ (mean)", "reference mm³ (mean)", "in the model's ROI"]
+    return body + table(header, cells)
 
 
 def _reference_and_excluded(results: Mapping[str, Any]) -> str:

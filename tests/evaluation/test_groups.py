@@ -151,4 +151,16 @@ def test_region_dice_of_the_written_maps_counts_only_subjects_the_model_never_sa
     assert stem["ci95"][0] <= 0.8 <= stem["ci95"][1]
     assert stem["predicted_mm3"] == pytest.approx(120.0) and stem["largest_component"] == "brainstem"
     assert summary["pons"]["n_subjects"] == 1 and np.isnan(summary["pons"]["ci95"][0])
+    assert stem["in_model_roi"] is None  # files written before predict recorded it
     assert region_dice_summary([tmp_path / "absent.tsv"], n_boot=200, seed=0) == []
+
+
+def test_a_region_is_inside_the_models_roi_only_when_every_fold_says_so(tmp_path):
+    header = DICE_HEADER.rstrip("\n") + "\tin_model_roi\n"
+    paths = []
+    for i, (stem, caudate) in enumerate([("True", "False"), ("True", "True")]):
+        paths.append(tmp_path / f"p{i}.tsv")
+        paths[-1].write_text(header + f"sub-0{i}\tn/a\tHC\tbrainstem\t0.9\t1\t1\tFalse\tbrainstem\t{stem}\n"
+                             f"sub-0{i}\tn/a\tHC\tcaudate\t0.1\t1\t1\tFalse\tbrainstem\t{caudate}\n")  # fmt: skip
+    summary = {r["region"]: r["in_model_roi"] for r in region_dice_summary(paths, n_boot=50, seed=0)}
+    assert summary == {"brainstem": True, "caudate": False}

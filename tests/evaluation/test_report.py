@@ -111,7 +111,8 @@ def test_rich_report_answers_best_init_per_k_with_costs(tmp_path, rich_results):
     assert "in_model_roi" in text and "<b>subcortical_GM</b>: GM in subcortical is outside the region" in text
     assert "<td>28100 / 25964</td>" in text and "mean HC / ALS (mm³)" in text
     # the outlines: region Dice of the written maps, whole volume, with the post-processing named
-    assert "<td>brainstem</td><td>8</td><td>0.884 [0.870, 0.900]</td><td>27600</td>" in text
+    assert "<td>brainstem</td><td>8</td><td>0.884 [0.870, 0.900]</td><td>27600</td><td>27000</td><td>yes</td>" in text
+    assert "<td>8400</td><td>no: extrapolated</td>" in text  # a region the model's last stage never trained
     assert "largest connected piece kept for brainstem" in text
     assert "<td>bootstrap.n</td><td>2000</td>" in text
 

@@ -40,3 +40,13 @@ def test_an_undivided_reference_brainstem_scores_only_the_whole():
 def test_maps_of_different_shapes_are_refused():
     with pytest.raises(ValueError, match="differ in shape"):
         region_dice_rows(np.zeros((2, 2, 2)), np.zeros((2, 2, 3)), 1.0)
+
+
+def test_regions_outside_the_models_last_roi_are_marked_as_its_extrapolation():
+    reference = np.zeros((3, 3, 3), np.uint8)
+    reference[0] = PONS
+    reference[2] = REGION_INDEX["caudate"]
+    predicted = reference.copy()
+    rows = {r["region"]: r["in_model_roi"] for r in region_dice_rows(predicted, reference, 1.0, "brainstem")}
+    assert rows == {"brainstem": True, "pons": True, "caudate": False}
+    assert not any(r["in_model_roi"] for r in region_dice_rows(predicted, reference, 1.0))  # ROI not known
