@@ -78,13 +78,15 @@ class Stage:
 
 def config_hash(cfg: DictConfig, fingerprint: str) -> str:
     """A short hash of what determines a stage's outputs: its config without ``paths``/``resume`` (and
-    without ``method._target_``, which ``method.name`` stands for), the dataset fingerprint and the toolkit
-    version."""
+    without ``method._target_``, which ``method.name`` stands for, and without ``eval.test`` at its default
+    ``true``, which every run had before the key existed), the dataset fingerprint and the toolkit version."""
     content = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(content, dict)
     content = {k: v for k, v in content.items() if k not in ("paths", "resume")}
     if isinstance(content.get("method"), dict):  # stages hashed before methods named their class stay reused
         content["method"] = {k: v for k, v in content["method"].items() if k != "_target_"}
+    if isinstance(content.get("eval"), dict) and content["eval"].get("test") is True:  # runs scored before eval.test
+        content["eval"] = {k: v for k, v in content["eval"].items() if k != "test"}
     text = OmegaConf.to_yaml(OmegaConf.create(content)) + f"\n{fingerprint}\n{ssl_pretrain.__version__}"
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
 

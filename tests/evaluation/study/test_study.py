@@ -139,6 +139,18 @@ def test_stage_hash_follows_the_config_not_the_paths(tmp_path):
     assert config_hash(moved, "fp") == config_hash(a.cfg, "fp")
 
 
+def test_a_finetune_stage_hashed_before_eval_test_existed_is_reused_and_one_that_skips_scoring_is_not(tmp_path):
+    cfg = study_config(tmp_path, tmp_path / "bids", ["scratch"])
+    stage = compose_stage("b", "finetune", ["labels.k=2"], cfg, "fp")
+    assert stage.cfg.eval.test is True
+    recorded = stage.cfg.copy()
+    with open_dict(recorded):
+        del recorded.eval["test"]
+    assert config_hash(recorded, "fp") == config_hash(stage.cfg, "fp")
+    unscored = compose_stage("b", "finetune", ["labels.k=2", "eval.test=false"], cfg, "fp")
+    assert unscored.path != stage.path
+
+
 def test_a_pretrain_stage_hashed_before_methods_named_their_class_is_reused(tmp_path):
     cfg = study_config(tmp_path, tmp_path / "bids", ["ssl_mae"])
     stage = compose_stage("pretrain-mae", "pretrain", ["method=mae"], cfg, "fp")
