@@ -188,7 +188,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bssl-bench-stage-") as tmp:
         work = Path(tmp)
-        root = args.data_root
+        root = args.data_root.resolve() if args.data_root else None  # each revision runs in its own tree
         if root is None and args.quick:
             from tests.synthetic import write_synthetic_bids
 
