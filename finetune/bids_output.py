@@ -48,6 +48,7 @@ from ssl_pretrain.data.labels import (
     TISSUE_ABBREVIATIONS,
     TISSUE_CLASSES,
     TISSUE_COLOURS,
+    inside_group,
     region_group_indices,
     regions_dseg_tsv,
     tissue_dseg_tsv,
@@ -386,7 +387,6 @@ def region_volumes(
         map exists (0 if the region is absent); midbrain, pons and medulla only when labelled.
         ``in_model_roi`` is True when the region lies inside ``model_roi``.
     """
-    inside_model = set(region_group_indices(model_roi)) if model_roi else set()
     rows = []
     counts = np.bincount(tissue.ravel().astype(np.int64), minlength=len(TISSUE_CLASSES))
     present = set(np.unique(regions).tolist()) if regions is not None else set()
@@ -405,7 +405,7 @@ def region_volumes(
             idx = next(i for i, n in TISSUE_CLASSES.items() if n == cls)
             row[f"{cls}_mm3"] = round(float(per_class[idx]) * voxel_mm3, 3)
         row["region_mm3"] = round(region_vox * voxel_mm3, 3)
-        row["in_model_roi"] = indices is not None and bool(inside_model) and set(indices) <= inside_model
+        row["in_model_roi"] = indices is not None and inside_group(indices, model_roi)
         rows.append(row)
     return rows
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from finetune.region_head import BRAINSTEM_PARTS, REGION_HEAD, head_target, region_dice
-from ssl_pretrain.data.labels import REGION_INDEX, region_group_indices
+from ssl_pretrain.data.labels import REGION_INDEX, inside_group, region_group_indices
 
 FILE = "region_dice.tsv"
 
@@ -48,7 +48,6 @@ def region_dice_rows(
         raise ValueError(f"predicted {predicted.shape} and reference {reference.shape} maps differ in shape")
     dice = region_dice(head_target(torch.as_tensor(np.asarray(predicted))).numpy(), reference)  # the head's own Dice
     undivided = bool(np.any(reference == REGION_INDEX["brainstem"]))
-    inside = set(region_group_indices(model_roi)) if model_roi else set()
     rows: list[dict[str, object]] = []
     for name, members in _regions():
         value = dice[f"dice_region_{name}"]
@@ -60,6 +59,6 @@ def region_dice_rows(
             "dice": round(value, 6),
             "predicted_mm3": round(float(p.sum()) * voxel_mm3, 3),
             "reference_mm3": round(float(r.sum()) * voxel_mm3, 3),
-            "in_model_roi": bool(inside) and set(members) <= inside,
+            "in_model_roi": inside_group(members, model_roi),
         })  # fmt: skip
     return rows

@@ -29,7 +29,7 @@ Common label schemes of other tools map onto these classes by name (:func:`tissu
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 TISSUE_CLASSES: dict[int, str] = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
 TISSUE_INDEX: dict[str, int] = {name: idx for idx, name in TISSUE_CLASSES.items()}
@@ -265,6 +265,13 @@ def region_group_indices(group: str) -> tuple[int, ...]:
     if group not in REGION_GROUPS:
         raise KeyError(f"unknown region group '{group}'; known: {sorted(REGION_GROUPS)}")
     return tuple(REGION_INDEX[name] for name in REGION_GROUPS[group])
+
+
+def inside_group(indices: Sequence[int], group: str | None) -> bool:
+    """Whether every region index in ``indices`` belongs to the region group ``group`` (``False`` without a
+    group): e.g. whether a measured region lies inside the ROI a model was trained in."""
+    members = set(region_group_indices(group)) if group else set()
+    return bool(members) and set(indices) <= members
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:

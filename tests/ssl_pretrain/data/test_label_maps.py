@@ -145,3 +145,13 @@ def test_manifest_keeps_schemes_and_probseg(raw: Path, tmp_path: Path) -> None:
     records = load_records(_cfg(raw))
     write_manifest(records, tmp_path / "manifest.tsv")
     assert read_manifest(tmp_path / "manifest.tsv", ["T1w", "T2w", "FA", "MD"]) == records
+
+
+def test_inside_group_needs_every_index_in_the_group():
+    from ssl_pretrain.data.labels import REGION_INDEX, inside_group
+
+    pons, caudate = REGION_INDEX["pons"], REGION_INDEX["caudate"]
+    assert inside_group((pons,), "brainstem") and not inside_group((pons, caudate), "brainstem")
+    assert not inside_group((pons,), None)  # no group known: nothing is inside it
+    with pytest.raises(KeyError, match="unknown region group"):
+        inside_group((pons,), "hippocampus")
