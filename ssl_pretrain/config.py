@@ -3,7 +3,9 @@ a Hydra app (with the running app's ``hydra.searchpath`` when inside one)."""
 
 from __future__ import annotations
 
+import copy
 import importlib.resources
+from collections import OrderedDict
 from collections.abc import Sequence
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -86,12 +88,43 @@ def compose_config(command: str, overrides: Sequence[str] = (), output_dir: str 
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app (bssl study): its config dir is ours
         cfg = compose(config_name=command, overrides=list(overrides))
     else:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=command, overrides=list(overrides))
+        cfg = _compose_configs_dir(command, tuple(overrides))
     if output_dir is not None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+_COMPOSED: OrderedDict[tuple[object, ...], DictConfig] = OrderedDict()
+_COMPOSED_MAX = 128
+
+
+def _configs_stamp() -> tuple[tuple[str, int, int], ...]:
+    """Every ``configs/**/*.yaml`` with its modification time and size: a composed config is reused only while
+    none of its possible sources changed."""
+    files = sorted(CONFIG_DIR.rglob("*.yaml"))
+    return tuple((str(f.relative_to(CONFIG_DIR)), (st := f.stat()).st_mtime_ns, st.st_size) for f in files)
+
+
+def _compose_configs_dir(command: str, overrides: tuple[str, ...]) -> DictConfig:
+    """Compose from ``configs/`` outside a Hydra app, memoised per (command, overrides, state of configs/).
+
+    A study composes each of its stage configs more than once (planning, hashing, running; every re-run of the
+    study in one process), and one Hydra composition costs about 0.25 s, 30× a copy. Overrides that add a
+    ``hydra.searchpath`` folder are never memoised (its files are not stamped). Each caller gets its own copy.
+    """
+    key = (command, overrides, _configs_stamp())
+    searched = any(o.lstrip("+~").startswith(SEARCHPATH) for o in overrides)
+    if searched or key not in _COMPOSED:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name=command, overrides=list(overrides))
+        if searched:
+            return cfg
+        _COMPOSED[key] = cfg
+        while len(_COMPOSED) > _COMPOSED_MAX:
+            _COMPOSED.popitem(last=False)
+    _COMPOSED.move_to_end(key)
+    return copy.deepcopy(_COMPOSED[key])
 
 
 def to_flat_dict(cfg: DictConfig) -> dict[str, object]:
