@@ -41,6 +41,7 @@ def study_config(tmp_path: Path, root: Path, experiments: list[str], extra: list
             "probe.voxels_per_subject=20",
             "probe.regions=[subcortical,brainstem]",
             "baselines.methods=[gmm]",
+            "baselines.bias_correction=null",  # N4 is tested by itself and in test_evaluate_e2e; here it only costs
             "probe.n_null=10",
         ]
     return cfg
