@@ -27,11 +27,15 @@ def search_path() -> list[str]:
     return [str(p) for p in HydraConfig.get().searchpath] if HydraConfig.initialized() else []
 
 
+def _sets_search_path(overrides: Sequence[str]) -> bool:
+    return any(o.lstrip("+~").startswith(SEARCHPATH) for o in overrides)
+
+
 def _with_search_path(overrides: Sequence[str]) -> list[str]:
     """``overrides``, plus the running app's ``hydra.searchpath`` unless they set one (a command composed from
     within ``bssl study`` finds the same config folders as the study)."""
     extra = search_path()
-    if not extra or any(o.lstrip("+~").startswith(SEARCHPATH) for o in overrides):
+    if not extra or _sets_search_path(overrides):
         return list(overrides)
     return [*overrides, f"{SEARCHPATH}=[{','.join(repr(p) for p in extra)}]"]
 
@@ -113,18 +117,20 @@ def _compose_configs_dir(command: str, overrides: tuple[str, ...]) -> DictConfig
     study in one process), and one Hydra composition costs about 0.25 s, 30× a copy. Overrides that add a
     ``hydra.searchpath`` folder are never memoised (its files are not stamped). Each caller gets its own copy.
     """
+    if _sets_search_path(overrides):
+        return _compose_once(command, overrides)
     key = (command, overrides, _configs_stamp())
-    searched = any(o.lstrip("+~").startswith(SEARCHPATH) for o in overrides)
-    if searched or key not in _COMPOSED:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=command, overrides=list(overrides))
-        if searched:
-            return cfg
-        _COMPOSED[key] = cfg
+    if key not in _COMPOSED:
+        _COMPOSED[key] = _compose_once(command, overrides)
         while len(_COMPOSED) > _COMPOSED_MAX:
             _COMPOSED.popitem(last=False)
     _COMPOSED.move_to_end(key)
     return copy.deepcopy(_COMPOSED[key])
+
+
+def _compose_once(command: str, overrides: Sequence[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=command, overrides=list(overrides))
 
 
 def to_flat_dict(cfg: DictConfig) -> dict[str, object]:
