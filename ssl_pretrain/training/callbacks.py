@@ -83,7 +83,7 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if getattr(trainer, "fast_dev_run", False) or trainer.sanity_checking:
             return
-        trainer.save_checkpoint(self.final_path)
+        trainer.save_checkpoint(self.final_path, weights_only=False)  # the whole state, to resume from
         self.last_model_path = str(self.final_path)
 
 
