@@ -1,4 +1,5 @@
-"""DDP on two CPU processes (gloo): ranks sample disjoint subjects and train what one process would.
+"""DDP on two CPU processes (gloo), through the command line: ranks sample disjoint subjects and train what one
+process would, and the run is a normal, complete run (one checkpoint holding both ranks' random states).
 
 Equivalence: SimCLR under DDP with lightly's ``gather_distributed`` computes, on each rank, NT-Xent rows
 of its own samples against the embeddings of *all* ranks; the all-gather passes gradients back to the
@@ -25,6 +26,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
@@ -35,6 +37,7 @@ from ssl_pretrain.data.sampler import PatchDataset
 from ssl_pretrain.methods import build_method
 from ssl_pretrain.methods.module import PretrainModule
 from ssl_pretrain.training import build_trainer, seed_everything
+from ssl_pretrain.training.callbacks import RNG_KEY
 from tests.reliability.harness import PRETRAIN, REPO, data_overrides
 
 WORLD, PER_RANK, STEPS = 2, 2, 3
@@ -61,14 +64,14 @@ SIMCLR = [
 ]
 SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import json, os
     from pathlib import Path
     import torch
     from lightning.pytorch.callbacks import Callback
-    from ssl_pretrain import pretrain
-    from ssl_pretrain.config import compose_config
+    from ssl_pretrain.cli import main
+    from ssl_pretrain.training.trainer import added_callbacks
 
-    record, out, *overrides = sys.argv[1:]
+    record = Path(os.environ["BSSL_DDP_RECORD"])  # not an argument: Lightning re-runs this command for rank 1
 
     class Record(Callback):
         subjects = []
@@ -80,9 +83,11 @@ SCRIPT = textwrap.dedent(
                 "backend": torch.distributed.get_backend(),
                 "gather": pl_module.method.loss.gather_distributed,
                 "sampler": type(trainer.train_dataloader.sampler).__name__,
+                "digest": float(sum(p.detach().double().sum() for p in pl_module.parameters())),
             }))
 
-    pretrain.run(compose_config("pretrain", overrides, output_dir=out), extra_callbacks=[Record()])
+    with added_callbacks(Record()):
+        main()  # bssl pretrain …
     """
 )
 
@@ -133,10 +138,11 @@ def test_two_cpu_processes_see_disjoint_subjects_and_train_as_one(cohort: Path, 
     record.mkdir()
     script = tmp_path / "ddp_run.py"
     script.write_text(SCRIPT)
-    ddp = ["trainer=ddp", f"trainer.devices={WORLD}", "trainer.accelerator=cpu"]
+    ddp = ["trainer=ddp", f"trainer.devices={WORLD}", "trainer.accelerator=cpu", f"hydra.run.dir={out}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    env["BSSL_DDP_RECORD"] = str(record)
     done = subprocess.run(
-        [sys.executable, str(script), str(record), str(out), *overrides, *ddp],
+        [sys.executable, str(script), "pretrain", *overrides, *ddp],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -147,6 +153,12 @@ def test_two_cpu_processes_see_disjoint_subjects_and_train_as_one(cohort: Path, 
     ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(WORLD)]
     summary = [(r["world"], r["backend"], r["step"], r["gather"], r["sampler"]) for r in ranks]
     assert summary == [(WORLD, "gloo", STEPS, True, "EpochSampler")] * WORLD  # not wrapped by Lightning
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # gradients were all-reduced: identical weights on both ranks
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    logged = pd.read_csv(out / "metrics.csv").dropna(subset=["train/loss"])
+    assert sorted(logged["step"].tolist()) == list(range(STEPS))  # rank 0 logs each step once
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == STEPS and len(state[RNG_KEY]) == WORLD  # both ranks' random states
 
     cfg = compose_config("pretrain", overrides, output_dir=tmp_path / "single")
     dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=2, seed=int(cfg.seed))
