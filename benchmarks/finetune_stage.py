@@ -39,11 +39,11 @@ Usage::
     .venv/bin/python benchmarks/finetune_stage.py [--data-root data/demo] [--threads 2] [--quick]
 
 ``--data-root`` defaults to a 4+4-subject demo cohort simulated into a temporary directory. ``--quick`` (the smoke
-test of ``run_all.py --quick``): a 4-subject synthetic cohort, 16³ patches, 4 steps per run and no warm-up runs;
-its figures are not the ones to report. ``--no-warmup`` skips the cache-filling runs (set-up then includes
-preprocessing, for both revisions). ``--new-steps``/``--old-steps`` shorten the whole-stage runs (then the stage
-speed-up is not per converged run: ``stage_steps`` and ``converged_presets`` say so). The last line printed is
-one JSON object.
+test of ``run_all.py --quick``): a 4-subject synthetic cohort, 16³ patches, 4 steps per run, no warm-up runs and
+two runs at a time (``parallel_runs``); its figures are not the ones to report. ``--no-warmup`` skips the
+cache-filling runs (set-up then includes preprocessing, for both revisions). ``--new-steps``/``--old-steps`` shorten
+the whole-stage runs (then the stage speed-up is not per converged run: ``stage_steps`` and ``converged_presets``
+say so). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         tiny = ["data.patch_size=16", "eval.n_overlays=1", "trainer.log_every_n_steps=1"] if args.quick else []
         new_steps = args.new_steps or (4 if args.quick else new_default)
         step_runs = 4 if args.quick else args.step_runs
+        parallel = 2 if args.quick else 1  # --quick checks the plumbing: two runs at a time, figures not to report
         with old_worktree(OLD_REVISION, work) as old_tree:
             old_preset, old_default = preset_overrides(old_tree)
             old_steps = args.old_steps or (4 if args.quick else old_default)
@@ -214,13 +216,22 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if args.warmup if args.warmup is not None else not args.quick:  # fills each revision's cache (untimed)
                 stage(old_tree, old_preset, "old-warmup", 2)
                 stage(REPO, new_preset, "new-warmup", 2)
-            old = split_stage(stage(old_tree, old_preset, "old-stage", old_steps))
-            new = split_stage(stage(REPO, new_preset, "new-stage", new_steps))
-            same_steps = new_steps == old_steps  # e.g. --quick: that run would repeat the old stage
-            old_long = old if same_steps else split_stage(stage(old_tree, old_preset, "old-at-new-steps", new_steps))
-            old_same = split_stage(stage(old_tree, old_preset, "old-same-settings", step_runs, same))
             contiguous = ["trainer.memory_format=contiguous"]  # today's default on CPU is channels_last_3d (auto)
-            layout = split_stage(stage(REPO, new_preset, "new-contiguous", step_runs, contiguous))
+            runs = {  # name: (tree, preset, name, steps, extra overrides)
+                "old-stage": (old_tree, old_preset, "old-stage", old_steps),
+                "new-stage": (REPO, new_preset, "new-stage", new_steps),
+                "old-at-new-steps": (old_tree, old_preset, "old-at-new-steps", new_steps),
+                "old-same-settings": (old_tree, old_preset, "old-same-settings", step_runs, same),
+                "new-contiguous": (REPO, new_preset, "new-contiguous", step_runs, contiguous),
+            }
+            if new_steps == old_steps:  # e.g. --quick: that run would repeat the old stage
+                del runs["old-at-new-steps"]
+            with ThreadPoolExecutor(parallel) as pool:
+                timed = dict(zip(runs, pool.map(lambda run: split_stage(stage(*run)), runs.values()), strict=True))
+            old, new, old_same, layout = (
+                timed[k] for k in ("old-stage", "new-stage", "old-same-settings", "new-contiguous")
+            )
+            old_long = timed.get("old-at-new-steps", old)
         patch, batch = int(_value([*new_preset, *tiny], "data.patch_size")), int(_value(new_preset, "data.batch_size"))
         flops = step_flops(patch, batch, [o for o in new_preset if o.startswith("model.") or o == "preset=cpu"])
     peak = matmul_peak(n=args.peak_n, repeats=10)
@@ -247,6 +258,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "patch_size": patch,
         "batch_size": batch,
         "threads": args.threads,
+        "parallel_runs": parallel,
         "warm_cache": bool(args.warmup if args.warmup is not None else not args.quick),
         "old_revision": OLD_REVISION,
         "data_root": str(args.data_root or "simulated"),
