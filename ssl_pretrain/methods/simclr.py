@@ -33,6 +33,18 @@ loss fell below chance (0.99; uniformity -0.92, encoder alignment 0.20 against 0
 encoder's GM/WM probe gaps over the random encoder were 0.00 to +0.15 for every variant, with overlapping CIs
 (table in pooling.py). The run's ``embedding_quality.json`` (alignment/uniformity) shows it; read SimCLR's
 results with it.
+
+What the collapse is not (same settings, modality subsets T1w 0.25 / all 0.5 / random 0.25, one run each,
+``bssl pretrain method=simclr`` with the quick study's model and data block and ``trainer.max_steps=200``):
+trained validation projections end collapsed, alignment / uniformity 0.001-0.008 / -0.003 to -0.015, with a
+queue of 32 (each key at most 16 steps old, well inside momentum 0.99's 100-step time constant), with momentum
+0.999, and at τ = 0.2 (MoCo v2's, for a queue) and 0.1; in-batch negatives (``memory_bank_size=0 momentum=0``)
+did not collapse (0.478 / -0.701). So neither the queue's age, nor the key encoder's lag, nor τ explains it;
+untested: in-batch negatives beside the queue, a symmetric loss. The frozen encoder learned under every
+variant. Its GM/WM probe gaps over the random encoder (subcortical all inputs / T1w input; brainstem all / T1w)
+were +0.065 to +0.092 / +0.125 to +0.155; +0.058 to +0.123 / +0.090 to +0.117 over the five queue variants,
+and +0.085 / +0.128; +0.015 / +0.075 in-batch, each with a 95 % CI ±0.04-0.1 wide, so they overlap. Collapse
+is then a property of the projection head's output, which fine-tuning drops, more than of the encoder.
 """
 
 from __future__ import annotations
