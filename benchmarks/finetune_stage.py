@@ -217,17 +217,22 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 stage(old_tree, old_preset, "old-warmup", 2)
                 stage(REPO, new_preset, "new-warmup", 2)
             contiguous = ["trainer.memory_format=contiguous"]  # today's default on CPU is channels_last_3d (auto)
-            runs = {  # name: (tree, preset, name, steps, extra overrides)
-                "old-stage": (old_tree, old_preset, "old-stage", old_steps),
-                "new-stage": (REPO, new_preset, "new-stage", new_steps),
-                "old-at-new-steps": (old_tree, old_preset, "old-at-new-steps", new_steps),
-                "old-same-settings": (old_tree, old_preset, "old-same-settings", step_runs, same),
-                "new-contiguous": (REPO, new_preset, "new-contiguous", step_runs, contiguous),
+            runs = {  # name: (tree, preset, steps, extra overrides)
+                "old-stage": (old_tree, old_preset, old_steps, ()),
+                "new-stage": (REPO, new_preset, new_steps, ()),
+                "old-at-new-steps": (old_tree, old_preset, new_steps, ()),
+                "old-same-settings": (old_tree, old_preset, step_runs, same),
+                "new-contiguous": (REPO, new_preset, step_runs, contiguous),
             }
             if new_steps == old_steps:  # e.g. --quick: that run would repeat the old stage
                 del runs["old-at-new-steps"]
+
+            def timed_run(name: str) -> dict[str, float]:
+                tree, preset, steps, extra = runs[name]
+                return split_stage(stage(tree, preset, name, steps, extra))
+
             with ThreadPoolExecutor(parallel) as pool:
-                timed = dict(zip(runs, pool.map(lambda run: split_stage(stage(*run)), runs.values()), strict=True))
+                timed = dict(zip(runs, pool.map(timed_run, runs), strict=True))
             old, new, old_same, layout = (
                 timed[k] for k in ("old-stage", "new-stage", "old-same-settings", "new-contiguous")
             )
