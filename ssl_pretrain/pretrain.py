@@ -196,6 +196,10 @@ def embedding_report(
         module.method.load_state_dict(state)
         f_a, f_b, p_a, p_b = module.embed_loader(loader)
         report[name] = {"projection": embedding_quality(p_a, p_b), "encoder": embedding_quality(f_a, f_b)}
+    queue_by_age = getattr(module.method, "queue_by_age", None)
+    queue = queue_by_age(p_a) if queue_by_age is not None else None  # the trained state is loaded last
+    if queue is not None:
+        report["queue_age"] = queue
     return report
 
 
@@ -241,6 +245,13 @@ def _write_outputs(
             i["alignment"],
             t["uniformity"],
             i["uniformity"],
+        )
+    queue = report.get("embeddings", {}).get("queue_age")
+    if queue is not None:
+        log.info(
+            "queue: cosine of the validation projections with the queue's entries, oldest to newest quarter %s "
+            "(rising to the newest: the embedding drifts with training time, a shortcut of the queued loss)",
+            " ".join(f"{c:+.3f}" for c in queue["cosine_oldest_to_newest"]),
         )
 
 

@@ -64,7 +64,9 @@ Schema of ``embedding_quality.json`` (``schema_version`` 1; values are examples)
         },
         "masked": {"mask": "0.75 of the input's 8x8x8 blocks hidden, as in training", "modalities": {...}}
       },
-      "embeddings": {...}                        # two-view methods only: alignment/uniformity, initial and trained
+      "embeddings": {...}                        # two-view methods only: alignment/uniformity, initial and trained;
+                                                 # with a queue, "queue_age": {"cosine_oldest_to_newest": [4 floats],
+                                                 # "newest_minus_oldest", "queue_size", "n"} (SimCLR.queue_by_age)
     }
 
 A ``ci95`` is ``null`` with a ``ci_note`` when it cannot be computed (fewer than three subjects, or all

@@ -9,7 +9,7 @@ https://arxiv.org/abs/2002.05709): the masked first view is reconstructed by the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from omegaconf import DictConfig
@@ -76,6 +76,10 @@ class MAESimCLR(ContrastiveMethod):
     def embed(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(pooled encoder features (B, F), projection (B, D))`` of unmasked views."""
         return self.simclr.embed(image)
+
+    def queue_by_age(self, projections: Tensor, parts: int = 4) -> dict[str, Any] | None:
+        """The SimCLR branch's :meth:`SimCLR.queue_by_age`."""
+        return self.simclr.queue_by_age(projections, parts)
 
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"loss": weighted sum, "mae": …, "simclr": …}`` of one two-view batch."""

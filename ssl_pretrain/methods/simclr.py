@@ -39,19 +39,30 @@ What the collapse is not (same settings, modality subsets T1w 0.25 / all 0.5 / r
 trained validation projections end collapsed, alignment / uniformity 0.001-0.008 / -0.003 to -0.015, with a
 queue of 32 (each key at most 16 steps old, well inside momentum 0.99's 100-step time constant), with momentum
 0.999, and at τ = 0.2 (MoCo v2's, for a queue) and 0.1; in-batch negatives (``memory_bank_size=0 momentum=0``)
-did not collapse (0.478 / -0.701). So neither the queue's age, nor the key encoder's lag, nor τ explains it;
-untested: in-batch negatives beside the queue, a symmetric loss. The frozen encoder learned under every
-variant. Its GM/WM probe gaps over the random encoder (subcortical all inputs / T1w input; brainstem all / T1w)
-were +0.065 to +0.092 / +0.125 to +0.155; +0.058 to +0.123 / +0.090 to +0.117 over the five queue variants,
-and +0.085 / +0.128; +0.015 / +0.075 in-batch, each with a 95 % CI ±0.04-0.1 wide, so they overlap. Collapse
-is then a property of the projection head's output, which fine-tuning drops, more than of the encoder.
+did not collapse (0.478 / -0.701). So neither the queue's length, nor the key encoder's lag, nor τ explains it.
+What does (default settings, the study's shares T1w 0.4 / all 0.4 / random 0.2, 200 steps, every training
+step's query batch recorded against the queue it met): the two patches of a batch start nearly one vector
+(cosine 0.95 at initialisation: instance norm and pooling leave little between patches) and stay one (0.997 by
+step 30, 1.000 from step 100), while their cosine with the queue falls with an entry's age. At step 150 the
+newest sixty-fourth of the queue has cosine 0.43 with the queries and the oldest half -0.66; at step 200 0.71
+and -0.51. The embedding drifts as training goes on, and that lowers the loss (the stale keys drift away)
+without telling instances apart: a shortcut that the queue opens and in-batch negatives close (all of them
+are from the same step). Adding the batch's other keys and queries as negatives beside the queue did not
+close it (at step 200: batch cosine 0.999, newest 0.74, oldest half -0.41; 2 same-step negatives against 256
+queued ones). :meth:`queue_by_age` writes this reading into every run's ``embedding_quality.json``.
+
+The frozen encoder learned under every variant. Its GM/WM probe gaps over the random encoder (subcortical all
+inputs / T1w input; brainstem all / T1w) were +0.065 to +0.092 / +0.125 to +0.155; +0.058 to +0.123 / +0.090
+to +0.117 over the five queue variants, and +0.085 / +0.128; +0.015 / +0.075 in-batch, each with a 95 % CI
+±0.04-0.1 wide, so they overlap. Collapse is then a property of the projection head's output, which
+fine-tuning drops, more than of the encoder.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from lightly.loss import NTXentLoss
@@ -196,6 +207,36 @@ class SimCLR(ContrastiveMethod):
             return self.embed(image)[1]
         with torch.no_grad():
             return self.momentum_head(pooled_features(self.momentum_encoder, image, self.pooling, self.pool_stages))
+
+    def queue_by_age(self, projections: Tensor, parts: int = 4) -> dict[str, Any] | None:
+        """Mean cosine of ``projections`` ``(N, D)`` with the queue's entries by age (no queue: ``None``).
+
+        The queue is cut into ``parts`` equal runs of entries, oldest first (the entry at the write pointer is
+        the oldest). An embedding that tells instances apart has about the same cosine with every part; one
+        that drifts with training time is nearer the newest keys than the oldest, and so lowers NT-Xent by a
+        key's age instead of its instance: a shortcut. Entries never written since initialisation are
+        lightly's random unit vectors (cosine about 0 with anything).
+        """
+        bank = getattr(self.loss, "memory_bank", None)
+        if bank is None or bank.size == (0,):
+            return None
+        if not 1 <= parts <= bank.size[0]:
+            raise ValueError(f"parts must lie in [1, {bank.size[0]}], got {parts}")
+        entries = bank.bank.detach().float().cpu()  # (K, D), unit rows
+        oldest_first = torch.roll(entries, -int(bank.bank_ptr), dims=0)
+        cosine = nn.functional.normalize(projections.float().cpu(), dim=1) @ oldest_first.T  # (N, K)
+        by_part = [float(c.mean()) for c in cosine.mean(0).tensor_split(parts)]
+        return {
+            "reference": (
+                "mean cosine of the validation projections with the queue's entries, oldest part first; about "
+                "equal parts: keys told apart by instance; rising to the newest: an embedding that drifts with "
+                "training time lowers the loss by telling keys by their age"
+            ),
+            "cosine_oldest_to_newest": by_part,
+            "newest_minus_oldest": by_part[-1] - by_part[0],
+            "queue_size": int(bank.size[0]),
+            "n": int(projections.shape[0]),
+        }
 
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Loss of one two-view batch: ``{"loss": …, "simclr": …}``. ``generator`` is unused."""

@@ -112,6 +112,11 @@ def test_two_view_runs_report_embedding_quality(cohort, tmp_path: Path, method: 
             assert q["n"] == 4  # data.val_patches pairs
             assert 0.0 <= q["alignment"] <= 4.0  # squared distance of unit vectors
             assert -4.0 <= q["uniformity"] <= 0.0 + 1e-9
+    queue = embeddings.get("queue_age")  # SimCLR's queue (method.memory_bank_size) by the age of its entries
+    assert (queue is not None) == (method in ("simclr", "mae_simclr"))
+    if queue is not None:
+        assert len(queue["cosine_oldest_to_newest"]) == 4 and queue["n"] == 4
+        assert all(-1.0 - 1e-6 <= c <= 1.0 + 1e-6 for c in queue["cosine_oldest_to_newest"])
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -147,3 +147,24 @@ def test_momentum_key_encoder_is_an_ema_updated_only_in_training() -> None:
     assert not optimised & {id(p) for p in method.momentum_encoder.parameters()}
     with pytest.raises(ValueError, match="momentum"):
         SimCLR(TinyEncoder(), momentum=1.0)
+
+
+def test_queue_by_age_orders_entries_from_the_write_pointer_oldest_first() -> None:
+    method = SimCLR(TinyEncoder(), hidden_dim=4, output_dim=2, memory_bank_size=4)
+    bank = method.loss.memory_bank
+    # the pointer is the next slot written, i.e. the oldest entry: slot 1, then 2, 3 and 0 (the newest)
+    bank.bank.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]))
+    bank.bank_ptr.fill_(1)
+    queue = method.queue_by_age(torch.tensor([[3.0, 0.0], [2.0, 0.0]]))  # unnormalised on purpose
+    assert queue is not None
+    assert queue["cosine_oldest_to_newest"] == pytest.approx([-1.0, 0.0, 0.6, 1.0])
+    assert queue["newest_minus_oldest"] == pytest.approx(2.0)
+    assert (queue["queue_size"], queue["n"]) == (4, 2)
+    halves = method.queue_by_age(torch.tensor([[1.0, 0.0]]), parts=2)
+    assert halves is not None and halves["cosine_oldest_to_newest"] == pytest.approx([-0.5, 0.8])
+    with pytest.raises(ValueError, match="parts"):
+        method.queue_by_age(torch.tensor([[1.0, 0.0]]), parts=5)
+
+
+def test_queue_by_age_is_none_without_a_queue() -> None:
+    assert SimCLR(TinyEncoder(), hidden_dim=4, output_dim=2).queue_by_age(torch.ones(3, 2)) is None
