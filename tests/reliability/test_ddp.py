@@ -47,8 +47,8 @@ SIMCLR = [
     "method=simclr",
     "method.head.hidden_dim=32",
     "method.head.output_dim=16",
-    # in-batch negatives gathered across processes (what this test checks); with the default queue the two
-    # runs agree to ~1e-7 except one weight at 1.2e-5, Adam amplifying float noise in a near-zero gradient
+    # in-batch negatives gathered across processes (the default, what this test checks); with a queue the two
+    # runs agreed to ~1e-7 except one weight at 1.2e-5, Adam amplifying float noise in a near-zero gradient
     "method.memory_bank_size=0",
     "method.momentum=0",
     # SimCLR's own pooling: with the configs' max over every stage (method.pooling=max, pool_stages=all) 13 of

@@ -97,7 +97,8 @@ def test_mae_run_writes_a_loadable_encoder_and_figures(cohort, tmp_path: Path) -
 
 @pytest.mark.parametrize("method", ["simclr", "mae_simclr", "vicreg"])
 def test_two_view_runs_report_embedding_quality(cohort, tmp_path: Path, method: str) -> None:
-    out = run(config(cohort, tmp_path / method, method, "trainer.max_steps=3"))
+    queue = ["method.memory_bank_size=16", "method.momentum=0.99"] if method == "mae_simclr" else []
+    out = run(config(cohort, tmp_path / method, method, "trainer.max_steps=3", *queue))
     assert (out / "encoder.pt").is_file() and (out / "loss_curve.png").is_file()
     assert (out / "mae_reconstruction.png").exists() == (method == "mae_simclr")
     assert json.loads((out / "encoder.json").read_text())["method"]["name"] == method
@@ -112,22 +113,19 @@ def test_two_view_runs_report_embedding_quality(cohort, tmp_path: Path, method: 
             assert q["n"] == 4  # data.val_patches pairs
             assert 0.0 <= q["alignment"] <= 4.0  # squared distance of unit vectors
             assert -4.0 <= q["uniformity"] <= 0.0 + 1e-9
-    queue = embeddings.get("queue_age")  # SimCLR's queue (method.memory_bank_size) by the age of its entries
-    assert (queue is not None) == (method in ("simclr", "mae_simclr"))
-    if queue is not None:
-        assert len(queue["cosine_oldest_to_newest"]) == 4 and queue["n"] == 4
-        assert all(-1.0 - 1e-6 <= c <= 1.0 + 1e-6 for c in queue["cosine_oldest_to_newest"])
+    age = embeddings.get("queue_age")  # a queue's (method.memory_bank_size) entries by their age
+    assert (age is not None) == bool(queue)
+    if age is not None:
+        assert len(age["cosine_oldest_to_newest"]) == 4 and (age["n"], age["queue_size"]) == (4, 16)
+        assert all(-1.0 - 1e-6 <= c <= 1.0 + 1e-6 for c in age["cosine_oldest_to_newest"])
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_training_steps_lower_the_loss_on_a_fixed_batch(cohort, tmp_path: Path, method: str) -> None:
-    # one batch over and over: a memory bank would fill with this batch's own positives as negatives, and keys
-    # from a slowly moving momentum copy lag the trained network
-    no_bank = ["method.memory_bank_size=0", "method.momentum=0"] if method in ("simclr", "mae_simclr") else []
     # VICReg's head has no batch norm (method.head.norm=none): its embeddings start with a tiny spread, and the
     # variance hinge (25 x ~1) falls more slowly per step than the other losses at the same learning rate
     lr = "optim.lr=1e-2" if method == "vicreg" else "optim.lr=3e-3"
-    cfg = config(cohort, tmp_path, method, "optim.warmup_steps=2", lr, *no_bank)
+    cfg = config(cohort, tmp_path, method, "optim.warmup_steps=2", lr)
     dm = BrainDataModule(cfg.data, cfg.paths.cache_dir, views=2, seed=0)
     dm.setup()
     loader = iter(dm.train_dataloader())
@@ -278,7 +276,8 @@ def test_contrastive_batch_of_one_is_refused(cohort, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_run_simclr(cohort, tmp_path: Path) -> None:
-    """``trainer=ddp trainer.devices=2 trainer.accelerator=cpu`` (gloo), negatives gathered across processes."""
+    """``trainer=ddp trainer.devices=2 trainer.accelerator=cpu`` (gloo) with a queue and a momentum encoder, whose
+    new entries are gathered across processes (tests/reliability/test_ddp.py checks the in-batch default)."""
     root, cache = cohort
     run_dir = tmp_path / "ddp"
     args = [
@@ -288,6 +287,8 @@ def test_ddp_two_cpu_processes_run_simclr(cohort, tmp_path: Path) -> None:
         f"hydra.run.dir={run_dir}",
         *[o for o in TINY if not o.startswith("trainer.accelerator")],
         *METHOD_OVERRIDES["simclr"],
+        "method.memory_bank_size=16",
+        "method.momentum=0.99",
         "trainer=ddp",
         "trainer.devices=2",
         "trainer.accelerator=cpu",

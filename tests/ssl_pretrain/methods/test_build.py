@@ -115,14 +115,17 @@ def test_configs_build_the_faithful_defaults() -> None:
     sparse = build_method(method_cfg("mae", mask_block=4, sparse_norm=True), TINY_MODEL, 2)
     assert sparse.sparse is not None and sparse.mask_token is None
     simclr = build_method(method_cfg("simclr"), TINY_MODEL, 2)
-    assert simclr.loss.temperature == 0.5 and simclr.loss.memory_bank.size == (256, 8)
-    assert simclr.momentum == 0.99 and simclr.momentum_encoder is not None
+    # in-batch negatives: a queue opens a drift shortcut on the demo cohort (simclr.py)
+    assert simclr.loss.temperature == 0.5 and simclr.loss.memory_bank.size == (0,)
+    assert simclr.momentum == 0.0 and simclr.momentum_encoder is None
+    queued = build_method(method_cfg("simclr", memory_bank_size=16, momentum=0.99), TINY_MODEL, 2)
+    assert queued.loss.memory_bank.size == (16, 8) and queued.momentum_encoder is not None
     # max over every stage (4 + 8 channels of TINY_MODEL) feeds the heads: mean pooling is fixed by instance norm
     assert (simclr.pooling, simclr.pool_stages) == ("max", "all") and simclr.embed(torch.randn(2, 2, 8, 8, 8))[
         0
     ].shape == (2, 12)
     both = build_method(method_cfg("mae_simclr", mask_block=4), TINY_MODEL, 2)
-    assert both.simclr.loss.memory_bank.size == (256, 8) and both.mae.cross_modal
+    assert both.simclr.loss.memory_bank.size == (0,) and both.simclr.momentum == 0.0 and both.mae.cross_modal
     vicreg = build_method(method_cfg("vicreg"), TINY_MODEL, 2)
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in vicreg.head.modules())
     assert (vicreg.pooling, vicreg.pool_stages) == ("max", "all")
