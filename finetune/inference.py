@@ -259,13 +259,23 @@ def mask_to_brain(probs: torch.Tensor, brain: np.ndarray, heads: Sequence[int] |
     return probs
 
 
+def channel_argmax(probs: torch.Tensor) -> torch.Tensor:
+    """``(K, X, Y, Z) -> (X, Y, Z)`` index of the largest channel, the first on ties: ``probs.argmax(0)``, faster.
+
+    Torch's CPU argmax over the leading dimension of a volume is about ten times slower than over a contiguous
+    last one (4 x 91 x 109 x 91 float32 on 2 threads: 165 ms against 16 ms with the copy; 1.47 s against 0.15 s
+    at 182 x 218 x 182), so the channels move last first.
+    """
+    return probs.movedim(0, -1).contiguous().argmax(-1)
+
+
 def predict_labels(probs: torch.Tensor, heads: Sequence[int] | None = None) -> np.ndarray:
     """``(X, Y, Z)`` uint8 argmax of the first head (tissue) of ``(K, X, Y, Z)`` probabilities."""
     first = int((heads or (probs.shape[0],))[0])
-    return probs[:first].argmax(0).to(torch.uint8).numpy()
+    return channel_argmax(probs[:first]).to(torch.uint8).numpy()
 
 
 def head_labels(probs: torch.Tensor, heads: Sequence[int], head: int) -> np.ndarray:
     """``(X, Y, Z)`` uint8 argmax of head ``head`` (1: the region head) of ``(K, X, Y, Z)`` probabilities."""
     start = head_starts(heads)[head]
-    return probs[start : start + int(heads[head])].argmax(0).to(torch.uint8).numpy()
+    return channel_argmax(probs[start : start + int(heads[head])]).to(torch.uint8).numpy()

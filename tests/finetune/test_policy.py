@@ -7,7 +7,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from finetune.inference import InferenceSettings, input_volume, predict_labels, predict_probabilities
+from finetune.inference import (
+    InferenceSettings,
+    channel_argmax,
+    head_labels,
+    input_volume,
+    predict_labels,
+    predict_probabilities,
+)
 from finetune.linear_head import HypercolumnHead, LinearProbeNet, hypercolumn
 from finetune.policy import apply_policy, build_segmentation_net, param_groups
 from ssl_pretrain.errors import ConfigError
@@ -174,3 +181,12 @@ def test_predict_cached_focus_predicts_the_roi_box_plus_context():
     plain = InferenceSettings.from_config({"roi_size": "whole"}, patch_size=(4, 4, 4), total_stride=2)
     assert plain.focus_margin is None
     assert not torch.all(predict_cached(net, subject, plain, focus=roi)[0][outside] == 1)
+
+
+def test_channel_argmax_is_argmax_over_the_first_dimension_with_its_ties() -> None:
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (5, 7, 6, 4), generator=gen).float()  # many ties: the first maximum wins
+    assert torch.equal(channel_argmax(scores), scores.argmax(0))
+    probs = torch.softmax(torch.randn(7, 6, 5, 4, generator=gen), 0)
+    np.testing.assert_array_equal(predict_labels(probs, [4, 3]), probs[:4].argmax(0).numpy())
+    np.testing.assert_array_equal(head_labels(probs, [4, 3], 1), probs[4:].argmax(0).numpy())
