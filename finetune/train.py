@@ -223,7 +223,7 @@ def _write_outputs(
             module.inference,
             device,
             hd95=bool(cfg.eval.hd95),
-            n_overlays=int(cfg.eval.n_overlays),
+            n_overlays=overlay_count(cfg.eval.n_overlays),
             t1w_only=bool(cfg.eval.get("t1w_only", False)),
         )
         if scored
@@ -255,7 +255,8 @@ def _write_outputs(
     if rows:
         write_metrics(out / METRICS_FILE, rows)
         title = f"stage {roi.name}, init {init_info['init']}, k={meta['labels']['k']}, policy {policy}"
-        overlay_figure(out / OVERLAYS_FILE, cases, suptitle=title)
+        if cases:  # eval.n_overlays=0 draws none
+            overlay_figure(out / OVERLAYS_FILE, cases, suptitle=title)
     elif scored:
         log.warning("no labelled test subject: %s and %s not written", METRICS_FILE, OVERLAYS_FILE)
     write_json_atomic(out / SUMMARY_FILE, summary)
@@ -323,10 +324,22 @@ def _train(
     return trainer, selected, verdict
 
 
+def overlay_count(value: Any) -> int:
+    """``eval.n_overlays``: test subjects drawn in overlays.png (0: no figure).
+
+    Raises:
+        ConfigError: not an integer >= 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError("eval.n_overlays", f"expected an integer >= 0 (0: no overlays.png), got {value!r}")
+    return value
+
+
 def run(cfg: DictConfig) -> Path:
     """Train one stage (or, with ``labels.k=0``, score its initialisation) and write its artefacts."""
     policy = check_policy(str(cfg.finetune.policy))
     k = parse_k(cfg.labels.k)
+    overlay_count(cfg.eval.n_overlays)  # before training, not after it
     with run_context(cfg, "finetune") as out:
         seed_everything(int(cfg.seed), deterministic=cfg.trainer.get("deterministic") is True)
         roi = stage_roi(cfg)

@@ -152,6 +152,9 @@ def test_policies_and_k_on_the_fixture(tmp_path, cohort):
 
 
 def test_bad_config_values(tmp_path, cohort):
+    for bad in ("-1", "1.5", "true"):
+        with pytest.raises(ConfigError, match=r"eval\.n_overlays"):
+            train.run(_cfg(tmp_path, cohort, f"o{bad}", f"eval.n_overlays={bad}"))
     with pytest.raises(ConfigError, match=r"labels\.k"):
         train.run(_cfg(tmp_path, cohort, "k", "labels.k=99"))
     with pytest.raises(ConfigError, match=r"finetune\.policy"):
@@ -207,3 +210,10 @@ def test_zero_shot_needs_an_init_with_a_segmentation_head(tmp_path, cohort):
 def test_early_stopping_without_validation_is_refused(tmp_path, cohort):
     with pytest.raises(ConfigError, match=r"finetune\.early_stopping_patience"):
         train.run(_cfg(tmp_path, cohort, "es", "stage=brainstem", "labels.k=1", "finetune.early_stopping_patience=3"))
+
+
+def test_a_run_without_overlays_scores_its_test_subjects_and_draws_none(tmp_path, cohort):
+    out = train.run(_cfg(tmp_path, cohort, "no-overlays", "stage=brainstem", "labels.k=1", "trainer.max_steps=2",
+                         "eval.n_overlays=0", "eval.hd95=false"))  # fmt: skip
+    assert (out / "metrics.csv").is_file() and not (out / "overlays.png").exists()
+    assert json.loads((out / "summary.json").read_text())["n_test"] > 0
