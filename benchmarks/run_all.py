@@ -3,7 +3,8 @@
 The benchmarks (each also runs on its own, see its docstring): ``flops`` (this machine's matmul peak and
 how steady it is), ``pretrain_step`` (training steps fed by the real loader vs from memory; FLOP/s as a
 fraction of the matmul peak), ``finetune_stage`` (the quick preset's brainstem stage: step time, share of the
-stage outside training steps, FLOP/s, speed-up over the revision before issue 15), ``inference`` (``bssl
+stage outside training steps, FLOP/s, speed-up over the revision before issue 15), ``step_options`` (the quick
+network's training step with another memory layout, fused AdamW, ``torch.compile``), ``inference`` (``bssl
 predict`` seconds per subject vs the 5 s target) and ``loader`` (the cached patch sampler vs a TorchIO
 pipeline). Each returns its figures with a ``ratios`` dict; this script collects them. Ratios are taken
 within one run on one machine, never against a fixed time.
@@ -33,7 +34,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # the benchmarks import each other and tests.synthetic
 
-ORDER = ("flops", "pretrain_step", "finetune_stage", "inference", "loader")  # loader last: it pins torch to one thread
+# loader last: it pins torch to one thread
+ORDER = ("flops", "pretrain_step", "finetune_stage", "step_options", "inference", "loader")
 QUICK_MODEL = [
     "data.patch_size=16",
     "data.batch_size=2",
@@ -53,6 +55,8 @@ def quick_arguments(work: Path) -> dict[str, list[str]]:
         "flops": ["--n", "256", "--repeats", "3"],
         "pretrain_step": ["--data-root", str(root), "--steps", "2", "--rounds", "1", "--peak-n", "256", *QUICK_MODEL],
         "finetune_stage": ["--quick", "--data-root", str(root), "--peak-n", "256"],
+        # torch.compile takes about a minute to compile: left out of the smoke run
+        "step_options": ["--variants", "contiguous", "fused_adamw", "--rounds", "1", "--steps", "2", "--warmup", "1"],
         "inference": ["--subjects", "1", "--spacings", "4"],
         "loader": [
             *("--root", str(root), "--patch", "16", "--patches", "8", "--rounds", "1"),

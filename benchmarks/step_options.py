@@ -1,0 +1,140 @@
+"""Training-step options of the quick brainstem network on this device, measured in one run: which to keep.
+
+One process builds today's quick-preset brainstem network (``configs/study_preset/quick.yaml``: its data block,
+``study.overrides.common`` and ``study.overrides.brainstem``; ``finetune.policy.build_segmentation_net``) and times
+one training step (forward, a loss over every output, backward, AdamW) on a fixed batch of quick patches, for:
+
+* ``default``: what the finetune stage runs on this device (``trainer.memory_format=auto``: ``channels_last_3d``
+  on CPU, contiguous on CUDA; eager; ``torch.optim.AdamW``'s default implementation);
+* ``contiguous``: the other memory layout;
+* ``fused_adamw``: ``AdamW(fused=True)`` instead of the per-parameter loop;
+* ``compile``: ``torch.compile`` (inductor, default mode) of the network; its first call, the compilation, is
+  reported apart (``compile_first_step_s``) and left out of the step times.
+
+Variants run in interleaved rounds (each round times every variant in turn), so load from other processes hits
+them alike; each figure is the median over every timed step. ``ratios`` gives ``<variant>_step_speedup`` =
+default / variant median step (above 1: the variant is faster) and ``compile_first_step_s``.
+
+Usage::
+
+    .venv/bin/python benchmarks/step_options.py [--variants contiguous fused_adamw compile] [--rounds 4] [--steps 20]
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(HERE), str(REPO)]
+from finetune_stage import preset_overrides  # noqa: E402
+
+VARIANTS = ("contiguous", "fused_adamw", "compile")
+
+
+def quick_network(overrides: Sequence[str]) -> tuple[torch.nn.Module, torch.Tensor, str]:
+    """Today's quick brainstem network (its default layout on this device), a batch of quick patches, the layout."""
+    from finetune.policy import build_segmentation_net
+    from finetune.train import output_heads
+    from ssl_pretrain.config import compose_config
+    from ssl_pretrain.training.memory_format import apply_memory_format, resolve_memory_format
+    from ssl_pretrain.training.trainer import resolve_accelerator
+
+    cfg = compose_config("finetune", ["stage=brainstem", *overrides], output_dir=Path(tempfile.gettempdir()))
+    accelerator = resolve_accelerator(cfg.trainer.accelerator)
+    device = "cuda" if accelerator == "gpu" else "cpu"
+    layout = resolve_memory_format(cfg.trainer.get("memory_format", "auto"), accelerator)
+    torch.manual_seed(0)
+    net = build_segmentation_net(cfg.model, len(cfg.data.modalities), sum(output_heads(cfg)), "full").to(device)
+    patch = int(cfg.data.patch_size)
+    x = torch.randn(int(cfg.data.batch_size), len(cfg.data.modalities), patch, patch, patch, device=device)
+    return apply_memory_format(net, layout), x, layout
+
+
+def make_step(net: torch.nn.Module, x: torch.Tensor, fused: bool = False, compiled: bool = False) -> Callable[[], None]:
+    """One training step of ``net`` on ``x``: forward, mean square of the outputs, backward, AdamW."""
+    forward = torch.compile(net) if compiled else net
+    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True if fused else None)
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        forward(x).float().square().mean().backward()
+        optimiser.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+
+    return step
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Time the variants; figures with ``ratios`` (``<variant>_step_speedup``, ``compile_first_step_s``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds over the variants")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant and round")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant and round")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args, overrides = parser.parse_known_args(argv)
+    torch.set_num_threads(args.threads)
+    preset, _ = preset_overrides(REPO)
+    base, x, layout = quick_network([*preset, *overrides])
+    steps: dict[str, Callable[[], None]] = {"default": make_step(copy.deepcopy(base), x)}
+    first: dict[str, float] = {}
+    for name in args.variants:
+        if name == "contiguous":
+            other = torch.contiguous_format if layout != "contiguous" else torch.channels_last_3d
+            steps[name] = make_step(copy.deepcopy(base).to(memory_format=other), x.contiguous(memory_format=other))
+        else:
+            steps[name] = make_step(copy.deepcopy(base), x, fused=name == "fused_adamw", compiled=name == "compile")
+    for name, step in steps.items():  # the first call: compilation for `compile`, one-off allocations for the rest
+        start = time.perf_counter()
+        step()
+        first[name] = time.perf_counter() - start
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            for _ in range(args.warmup):
+                step()
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    result: dict[str, Any] = {
+        "device": str(x.device),
+        "layout": layout,
+        "threads": args.threads,
+        "batch": list(x.shape),
+        "step_s_median": median,
+        "first_step_s": first,
+        "rounds": args.rounds,
+        "steps": args.steps,
+    }
+    ratios = {f"{name}_step_speedup": median["default"] / median[name] for name in args.variants}
+    if "compile" in args.variants:
+        ratios["compile_first_step_s"] = first["compile"]
+    result["ratios"] = ratios
+    for name in steps:
+        print(f"{name:<12} median step {median[name] * 1000:7.1f} ms  first call {first[name]:6.2f} s")
+    return result
+
+
+def main() -> None:
+    print(json.dumps(run()))
+
+
+if __name__ == "__main__":
+    main()
