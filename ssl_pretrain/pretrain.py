@@ -28,7 +28,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -196,8 +196,7 @@ def embedding_report(
         module.method.load_state_dict(state)
         f_a, f_b, p_a, p_b = module.embed_loader(loader)
         report[name] = {"projection": embedding_quality(p_a, p_b), "encoder": embedding_quality(f_a, f_b)}
-    queue_by_age = getattr(module.method, "queue_by_age", None)
-    queue = queue_by_age(p_a) if queue_by_age is not None else None  # the trained state is loaded last
+    queue = cast(ContrastiveMethod, module.method).queue_by_age(p_a)  # of the trained state, loaded last
     if queue is not None:
         report["queue_age"] = queue
     return report

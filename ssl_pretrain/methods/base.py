@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from omegaconf import DictConfig
@@ -122,3 +122,8 @@ class ContrastiveMethod(PretrainMethod):
         """``(pooled encoder features (B, F), projection (B, D))`` of a batch of views ``(B, C, X, Y, Z)``."""
         features = pooled_features(cast(nn.Module, self.encoder), image, self.pooling, self.pool_stages)
         return features, self.head(features)
+
+    def queue_by_age(self, projections: Tensor, parts: int = 4) -> dict[str, Any] | None:
+        """How ``projections`` ``(N, D)`` relate to a queue of negatives by the entries' age; ``None`` without a
+        queue (the default). SimCLR's (:meth:`ssl_pretrain.methods.simclr.SimCLR.queue_by_age`) is the example."""
+        return None
