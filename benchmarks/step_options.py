@@ -6,7 +6,7 @@ one training step (forward, a loss over every output, backward, AdamW) on a fixe
 
 * ``default``: what the finetune stage runs on this device (``trainer.memory_format=auto``: ``channels_last_3d``
   on CPU, contiguous on CUDA; eager; ``torch.optim.AdamW``'s default implementation);
-* ``contiguous``: the other memory layout;
+* ``other_layout``: the other memory layout (contiguous on CPU, ``channels_last_3d`` on CUDA);
 * ``fused_adamw``: ``AdamW(fused=True)`` instead of the per-parameter loop;
 * ``compile``: ``torch.compile`` (inductor, default mode) of the network; its first call, the compilation, is
   reported apart (``compile_first_step_s``) and left out of the step times.
@@ -17,7 +17,7 @@ default / variant median step (above 1: the variant is faster) and ``compile_fir
 
 Usage::
 
-    .venv/bin/python benchmarks/step_options.py [--variants contiguous fused_adamw compile] [--rounds 4] [--steps 20]
+    .venv/bin/python benchmarks/step_options.py [--variants other_layout fused_adamw compile] [--rounds 4] [--steps 20]
 
 The last line printed is one JSON object.
 """
@@ -42,7 +42,9 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 from finetune_stage import preset_overrides  # noqa: E402
 
-VARIANTS = ("contiguous", "fused_adamw", "compile")
+from ssl_pretrain.training.memory_format import FORMATS  # noqa: E402
+
+VARIANTS = ("other_layout", "fused_adamw", "compile")
 
 
 def quick_network(overrides: Sequence[str]) -> tuple[torch.nn.Module, torch.Tensor, str]:
@@ -91,11 +93,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     preset, _ = preset_overrides(REPO)
     base, x, layout = quick_network([*preset, *overrides])
+    other_layout = next(name for name in FORMATS if name != layout)
     steps: dict[str, Callable[[], None]] = {"default": make_step(copy.deepcopy(base), x)}
     first: dict[str, float] = {}
     for name in args.variants:
-        if name == "contiguous":
-            other = torch.contiguous_format if layout != "contiguous" else torch.channels_last_3d
+        if name == "other_layout":
+            other = FORMATS[other_layout]
             steps[name] = make_step(copy.deepcopy(base).to(memory_format=other), x.contiguous(memory_format=other))
         else:
             steps[name] = make_step(copy.deepcopy(base), x, fused=name == "fused_adamw", compiled=name == "compile")
@@ -116,6 +119,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "device": str(x.device),
         "layout": layout,
+        "other_layout": other_layout,
         "threads": args.threads,
         "batch": list(x.shape),
         "step_s_median": median,

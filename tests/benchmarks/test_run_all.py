@@ -23,7 +23,7 @@ EXPECTED = {  # benchmark -> ratios its quick run must report
         "outside_training_fraction",
         "flops_fraction_of_matmul_peak",
     },
-    "step_options": {"contiguous_step_speedup", "fused_adamw_step_speedup"},
+    "step_options": {"other_layout_step_speedup", "fused_adamw_step_speedup"},
     "inference": {"warm_vs_cold_4mm"},
     "loader": {
         "loader_speedup_vs_torchio",
