@@ -229,6 +229,11 @@ def comparisons(
 REFERENCE_INIT = "scratch"  # what every other initialisation must beat
 
 
+def supported(ci95: Any, p: Any) -> bool:
+    """A difference the data support: its CI excludes 0 and its Holm p is below 0.05."""
+    return bool(ci95) and None not in ci95 and (ci95[0] > 0 or ci95[1] < 0) and p is not None and p < 0.05
+
+
 def paired_difference(comps: Sequence[Mapping[str, Any]], k: Any, a: str, b: str) -> dict[str, Any] | None:
     """The comparison of ``a`` with ``b`` at ``k`` oriented as ``a − b`` (``delta``, ``ci95``, ``p``, ``p_holm``)."""
     for c in comps:

@@ -7,16 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from evaluation.captions import setting
-from evaluation.learning_curves import best_init_per_k
+from evaluation.learning_curves import best_init_per_k, supported
 from evaluation.report_html import ci, duration, e, missing, num, pval, table
 from evaluation.sections.base import Context, Section
+from evaluation.sections.budget_check import budget_note
 from evaluation.sections.comparisons import holm_note
 from evaluation.sections.compute import Compute
-
-
-def _supported(ci95: Any, p: Any) -> bool:
-    """A difference the data support: its CI excludes 0 and its Holm p is below 0.05."""
-    return bool(ci95) and None not in ci95 and (ci95[0] > 0 or ci95[1] < 0) and p is not None and p < 0.05
 
 
 def _unranked(b: Mapping[str, Any]) -> str:
@@ -36,9 +32,7 @@ def _verdict(b: Mapping[str, Any], cost: Mapping[str, Any]) -> str:
     if b.get("runner_up") is not None and b.get("delta") is not None:
         bounds, p = b.get("delta_ci95") or [None, None], b.get("p_holm")
         text += f", {num(b['delta'])}{ci(bounds)} above {e(b['runner_up'])} (p Holm {pval(p)}): "
-        text += (
-            "a difference these data support" if _supported(bounds, p) else "not a difference these data can confirm"
-        )
+        text += "a difference these data support" if supported(bounds, p) else "not a difference these data can confirm"
     ref = b.get("vs_reference")
     if ref and ref.get("init") != b.get("runner_up") and ref.get("delta") is not None:
         text += f"; {num(ref['delta'])}{ci(ref.get('ci95'))} above {e(ref['init'])} (p Holm {pval(ref.get('p_holm'))})"
@@ -94,5 +88,5 @@ class BestPerK(Section):
         body += f"subjects), and the compute its whole chain of runs took (see <a href='#{Compute().html_id}'>"
         body += f"{Compute.title}</a>). A difference whose CI includes 0, or whose p (Holm) is ≥ 0.05, is not shown "
         body += "by these data." + holm_note(comps) + "</p><ul>"
-        body += "".join(f"<li>{_verdict(b, cost)}</li>" for b in best) + "</ul>"
+        body += "".join(f"<li>{_verdict(b, cost)}</li>" for b in best) + "</ul>" + budget_note(results)
         return body + table(header, [_row(b, cost) for b in best])

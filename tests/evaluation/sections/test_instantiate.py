@@ -15,7 +15,13 @@ from ssl_pretrain.errors import ConfigError
 def test_the_default_sections_are_the_config_folder_in_the_listed_order():
     sections = default_sections()
     assert {s.id for s in sections} == {p.stem for p in SECTION_DIR.glob("*.yaml")}
-    assert [s.html_id for s in sections][:4] == ["best-per-k", "design", "convergence", "learning-curves"]
+    assert [s.html_id for s in sections][:5] == [
+        "best-per-k",
+        "design",
+        "convergence",
+        "budget-check",
+        "learning-curves",
+    ]
     assert all(isinstance(s, Section) and s.title for s in sections)
     order = [s.id for s in computation_order(sections)]
     assert order.index("best_per_k") > max(order.index(r) for r in ("learning_curves", "comparisons", "compute"))
