@@ -25,6 +25,9 @@ def _results(gain: float) -> dict:
                   {"k": k, "a": "scratch_matched", "b": "subcortical", "delta": -gain / 2, "ci95": [-0.05, 0.0],
                    "p_holm": 0.2}]  # fmt: skip
     comps.append(
+        {"k": "all", "a": "scratch", "b": "scratch_matched", "delta": -0.03, "ci95": [-0.04, -0.02], "p_holm": 0.01}
+    )
+    comps.append(
         {"k": 0, "a": "subcortical", "b": "scratch", "b_k": 1, "delta": gain - 0.1, "ci95": [-0.2, 0.0], "p_holm": 0.3}
     )
     return {"learning_curves": curves, "comparisons": comps}
@@ -41,8 +44,13 @@ def test_the_sweep_collects_every_study(tmp_path):
     report = write_sweep(tmp_path, seconds=12.0)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["variables"] == ["demo.brainstem_contrast"] and report.is_file()
-    rows = {(r["demo.brainstem_contrast"], r["k"]): r for r in results["sweep"]}
-    assert set(rows) == {(0.25, 0), (0.25, 1), (0.25, "all"), (1.0, 0), (1.0, 1), (1.0, "all")}  # no reference rows
+    rows = {(r["demo.brainstem_contrast"], r["k"]): r for r in results["sweep"] if r["init"] == "subcortical"}
+    assert set(rows) == {(0.25, 0), (0.25, 1), (0.25, "all"), (1.0, 0), (1.0, 1), (1.0, "all")}
+    assert {r["init"] for r in results["sweep"]} == {"subcortical", "scratch_matched"}  # scratch: the reference
+    budget = {(r["demo.brainstem_contrast"], r["k"]): r for r in results["sweep"] if r["init"] == "scratch_matched"}
+    assert budget[(1.0, "all")]["delta_vs_scratch"] == pytest.approx(0.03)  # scratch trained longer: the budget check
+    assert budget[(1.0, "all")]["ci95"] == pytest.approx([0.02, 0.04]) and budget[(1.0, 1)]["delta_vs_scratch"] is None
+    assert budget[(1.0, "all")]["delta_vs_scratch_matched"] is None
     assert rows[(1.0, 1)]["delta_vs_scratch"] == pytest.approx(0.1) and rows[(1.0, 1)]["ci95"] == pytest.approx(
         [0.08, 0.12]
     )
