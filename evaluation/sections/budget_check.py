@@ -30,7 +30,9 @@ def _steps(runs: Sequence[Run]) -> list[int]:
     return sorted({int(r.steps) for r in runs if r.steps is not None})
 
 
-def _check(k: str, arm: str, longer: str, runs: tuple[list[Run], list[Run]], comps: Sequence[Mapping[str, Any]]):
+def _check(
+    k: str, arm: str, longer: str, runs: tuple[list[Run], list[Run]], comps: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """The row of one k: ``runs`` are the longer arm's and the shorter arm's target runs at ``k``."""
     long_steps, short_steps = _steps(runs[0]), _steps(runs[1])
     pair = paired_difference(comps, normalise_k(k), longer, arm)
