@@ -12,6 +12,14 @@ convolution up to floating-point summation order.
   step of the quick preset's [8, 16, 32, 64] U-Net on two 32³ patches against 0.195 s contiguous, on 2 cores; that
   script is gone, and the benchmark above now measures the ratio again on each machine.
 * CUDA: ``contiguous`` (cuDNN's default) until a GPU measurement says otherwise.
+
+In ``channels_last_3d``, every instance norm without running statistics is computed by the group-norm kernel
+with one group per channel (:func:`instance_norms_as_group_norms`): the same normalisation over each sample's
+and channel's voxels, with the same ``weight``/``bias`` parameters and state-dict keys, so checkpoints load either
+way. PyTorch's instance norm runs through batch norm on a ``(1, N·C, …)`` view and so copies a channels-last
+input to contiguous and back; the group-norm CPU kernel reads channels-last directly. On the quick network
+(2 cores, 2026-12-07) that made a training step 1.07× and a sliding-window forward pass 1.37× faster (
+``benchmarks/finetune_stage.py``); outputs agree within 1.3e-5 of values up to 3, gradients within 3e-7.
 """
 
 from __future__ import annotations
@@ -44,5 +52,24 @@ def resolve_memory_format(setting: str, accelerator: str) -> str:
 
 
 def apply_memory_format(net: nn.Module, memory_format: str) -> nn.Module:
-    """Store ``net``'s 4D/5D weights in ``memory_format`` (in place; returns ``net``)."""
-    return net.to(memory_format=FORMATS[memory_format])
+    """Store ``net``'s 4D/5D weights in ``memory_format`` (in place; returns ``net``); in ``channels_last_3d`` its
+    instance norms also run on the group-norm kernel (:func:`instance_norms_as_group_norms`)."""
+    net = net.to(memory_format=FORMATS[memory_format])
+    return instance_norms_as_group_norms(net) if memory_format == "channels_last_3d" else net
+
+
+def instance_norms_as_group_norms(net: nn.Module) -> nn.Module:
+    """Replace (in place; returns ``net``) each ``nn.InstanceNorm1d/2d/3d`` without running statistics by an
+    ``nn.GroupNorm`` with one group per channel, the same ``eps`` and the same affine parameters (the tensors
+    themselves, so an optimiser built before still holds them). Instance norms that track running statistics
+    normalise differently in eval mode and are left alone."""
+    for name, child in net.named_children():
+        if isinstance(child, nn.modules.instancenorm._InstanceNorm) and not child.track_running_stats:
+            group = nn.GroupNorm(child.num_features, child.num_features, eps=child.eps, affine=child.affine)
+            if child.affine:
+                group.weight, group.bias = child.weight, child.bias
+            group.train(child.training)
+            setattr(net, name, group)
+        else:
+            instance_norms_as_group_norms(child)
+    return net
