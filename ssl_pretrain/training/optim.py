@@ -4,6 +4,10 @@ Config keys (the ``optim`` group): ``lr``, ``weight_decay``, ``warmup_steps`` (a
 (0, 1) for a fraction of the training steps), ``min_lr_ratio`` (final lr / peak lr), optional ``betas``
 (default ``[0.9, 0.999]``) and, for fine-tuning, ``encoder_lr_scale`` (the encoder's lr relative to the
 rest; 0 leaves it out of the optimiser).
+
+AdamW runs its fused implementation (one kernel over every parameter) where PyTorch has one for the parameters'
+device (CPU and CUDA): the same update up to floating-point rounding, 1.04-1.09x faster per training step of the
+quick network on 2 cores than the per-parameter loop (``benchmarks/step_options.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ssl_pretrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 REQUIRED_KEYS = ("lr", "weight_decay", "warmup_steps", "min_lr_ratio")
+FUSED_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs
 
 
 class WarmupCosineSchedule:
@@ -148,16 +153,20 @@ def build_optimizer(
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError("optim.betas", f"must be two numbers in [0, 1), got {list(betas)}")
     groups: list[Any] = []
+    tensors: list[torch.Tensor] = []
     for group in params:
         if isinstance(group, dict):
             group = dict(group)
             group["lr"] = lr * float(group.pop("lr_scale", 1.0))
-            groups.append(group)
+            group["params"] = [group["params"]] if isinstance(group["params"], torch.Tensor) else list(group["params"])
+            tensors.extend(group["params"])
         else:
-            groups.append(group)
+            tensors.append(group)
+        groups.append(group)
     if not groups:
         raise ValueError("no parameters to optimise")
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    fused = all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in tensors)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused or None)
     schedule = WarmupCosineSchedule(warmup_steps_of(optim_cfg, total_steps), total_steps, min_lr_ratio)
     scheduler = LambdaLR(optimizer, schedule)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

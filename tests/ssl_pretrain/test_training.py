@@ -5,6 +5,7 @@ DDP on two CPU processes is tested in ``tests/reliability/test_ddp.py``.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -158,6 +159,29 @@ def test_optimizer_steps_follow_the_schedule_and_scale_the_encoder():
         opt.step()
         sched.step()
     assert "lr_lambdas" in sched.state_dict() and sched.state_dict()["lr_lambdas"][0]["warmup_steps"] == 4
+
+
+def test_fused_adamw_follows_the_per_parameter_loop_on_a_fixed_seed():
+    torch.manual_seed(0)
+    fused_model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+    loop_model, start = copy.deepcopy(fused_model), copy.deepcopy(fused_model)
+    cfg = {**OPTIM, "warmup_steps": 2, "encoder_lr_scale": 0.5}
+    fused = build_optimizer(param_groups(fused_model, cfg, encoder=fused_model[0]), cfg, total_steps=30)
+    assert all(group["fused"] for group in fused["optimizer"].param_groups)
+    loop_out = build_optimizer(param_groups(loop_model, cfg, encoder=loop_model[0]), cfg, total_steps=30)
+    loop, loop_sched = loop_out["optimizer"], loop_out["lr_scheduler"]["scheduler"]
+    for group in loop.param_groups:
+        group["fused"] = False  # the per-parameter loop, the same groups, lr, decay and schedule
+    x, y = torch.randn(16, 6), torch.randn(16, 2)
+    for _ in range(30):
+        for model, opt, sched in ((fused_model, fused["optimizer"], fused["lr_scheduler"]["scheduler"]),
+                                  (loop_model, loop, loop_sched)):  # fmt: skip
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            sched.step()
+    for a, b, before in zip(fused_model.parameters(), loop_model.parameters(), start.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6) and not torch.allclose(a, before, atol=1e-3)
 
 
 def test_frozen_and_zero_scaled_parameters_are_left_out():
