@@ -100,7 +100,7 @@ class InferenceSettings:
         mode = str(cfg.get("mode", "gaussian"))
         if mode not in BLEND_MODES:
             raise ConfigError("inference.mode", f"expected one of {BLEND_MODES}, got {mode!r}")
-        batch = int(cfg.get("sw_batch_size", 2))
+        batch = int(cfg.get("sw_batch_size", 8))
         if batch < 1:
             raise ConfigError("inference.sw_batch_size", f"expected >= 1, got {batch}")
         margin = cfg.get("brain_margin_mm", 4.0)
