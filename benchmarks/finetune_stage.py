@@ -6,9 +6,9 @@ on ``PYTHONPATH``) in a subprocess, with the study's quick-preset brainstem sett
 (``configs/study_preset/quick.yaml``, ``configs/preset/quick.yaml`` in older revisions: its ``data`` block,
 ``study.overrides.common`` and ``study.overrides.brainstem``), ``init=scratch`` and ``labels.k=all`` on the same
 cohort. ``benchmarks/stage_probe/sitecustomize.py`` times the child from the inside (fit start/end, every training
-batch, every validation loop) without changing it; the old revision is checked out in a temporary ``git worktree``
-(removed at the end). Each revision's preprocessing cache is filled by an untimed 2-step run first: in a study the
-cache is warm for every brainstem stage.
+batch, every validation loop, the stage's ``run``) without changing it; the old revision is checked out in a
+temporary ``git worktree`` (removed at the end). Each revision's preprocessing cache is filled by an untimed 2-step
+run first: in a study the cache is warm for every brainstem stage.
 
 Figures (ratios within this run; absolute seconds depend on the machine and its load):
 
@@ -23,8 +23,8 @@ Figures (ratios within this run; absolute seconds depend on the machine and its 
 * ``brainstem_step_speedup``: old / new median training step at identical network and patch settings (today's
   quick preset's, on the old code too): the code's speed per step;
 * ``memory_format_step_speedup``: median training step of today's code with ``trainer.memory_format=contiguous``
-  over the same with the default (``auto``: ``channels_last_3d`` on CPU), same settings: what the layout choice of
-  ``ssl_pretrain/training/memory_format.py`` buys on this device;
+  over the same with the default (``auto``: ``channels_last_3d`` on CPU, whose instance norms run on the group-norm
+  kernel), same settings: what the layout choice of ``ssl_pretrain/training/memory_format.py`` buys on this device;
 * ``brainstem_stage_speedup``: old / new wall seconds of one whole stage at each revision's own quick preset
   (old: its steps, patch and validation; new: its steps, which the quick preset chose to be longer than the old
   preset's 64). Below 1 means today's stage takes longer, because it trains longer;
@@ -33,17 +33,27 @@ Figures (ratios within this run; absolute seconds depend on the machine and its 
   issue's "per converged run". The name overstates it: today's quick preset's 600 steps do not reach the
   plateau either (a scratch run at k = all passes the convergence test at 2,400 steps; README), so this is a
   speed-up per run of today's length, and ``--new-steps 2400`` measures it at that length (both revisions).
+* ``brainstem_study_stage_speedup``: the same runs' ``finetune.train.run(cfg)`` seconds, old / new: a stage as
+  ``bssl study`` runs it, in one process with every other stage, so without the interpreter start, imports and
+  config composing (``before_run_s``, about 8 s a process here) that a study pays once and a lone
+  ``bssl finetune`` pays each time. Old code read and checked the dataset inside each stage's ``run``, so that
+  cost stays in; today's code checks a dataset once per process (``tests/ssl_pretrain/data/test_validate.py``:
+  two stages in one process validate once), which a lone run does inside its ``run``, so today's figure here is
+  if anything longer than in a study.
 
 Usage::
 
-    .venv/bin/python benchmarks/finetune_stage.py [--data-root data/demo] [--threads 2] [--quick]
+    .venv/bin/python benchmarks/finetune_stage.py [--data-root data/demo] [--threads 2] [--rounds 3] [--quick]
 
 ``--data-root`` defaults to a 4+4-subject demo cohort simulated into a temporary directory. ``--quick`` (the smoke
 test of ``run_all.py --quick``): a 4-subject synthetic cohort, 16³ patches, 4 steps per run, no warm-up runs and
 two runs at a time (``parallel_runs``); its figures are not the ones to report. ``--no-warmup`` skips the
 cache-filling runs (set-up then includes preprocessing, for both revisions). ``--new-steps``/``--old-steps`` shorten
 the whole-stage runs (then the stage speed-up is not per converged run: ``stage_steps`` and ``converged_presets``
-say so). The last line printed is one JSON object.
+say so). ``--rounds N`` runs the equal-length pair N times, alternating which goes first; both equal-length
+speed-ups are then medians over the rounds, and ``equal_length_rounds`` lists each round's seconds (on a shared
+2-core machine one run's timings drift by up to 1.5x). ``new_stage``/``old_stage_at_new_steps`` give the first
+round's split. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -127,7 +137,8 @@ def run_stage(tree: Path, overrides: Sequence[str], work: Path, name: str, threa
 
 
 def split_stage(run: dict[str, Any]) -> dict[str, float]:
-    """Seconds of a probed stage by part: set-up, training steps (fetch + compute), between steps, scoring."""
+    """Seconds of a probed stage by part: set-up, training steps (fetch + compute), between steps, scoring; and
+    its ``run(cfg)`` apart from what lies before it (interpreter, imports, config)."""
     steps = run["steps"]
     fit_start, fit_end = run["fit"][:2]
     compute = [s[1] - s[0] for s in steps]
@@ -149,6 +160,18 @@ def split_stage(run: dict[str, Any]) -> dict[str, float]:
         "callbacks_s": sum(callbacks),
         "after_fit_s": run["exit"] - fit_end,  # scoring the test subjects, writing outputs
         "outside_training_fraction": 1.0 - training / run["wall"],
+        "before_run_s": run["run"][0] + startup,  # interpreter, imports, Hydra: once per bssl process
+        "stage_run_s": run["run"][1] - run["run"][0],  # the stage as a study (one process) runs it
+    }
+
+
+def round_seconds(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:
+    """One round of the equal-length pair: each stage's wall seconds and its ``run(cfg)`` seconds."""
+    return {
+        "old_wall_s": round(old["wall_s"], 1),
+        "new_wall_s": round(new["wall_s"], 1),
+        "old_run_s": round(old["stage_run_s"], 1),
+        "new_run_s": round(new["stage_run_s"], 1),
     }
 
 
@@ -185,6 +208,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     warmup = "fill each revision's cache with an untimed 2-step run first (default: on; off with --quick)"
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None, help=warmup)
     parser.add_argument("--quick", action="store_true", help="tiny: a smoke test, not figures to report")
+    rounds = "times the equal-length pair (today's stage, the old one at today's steps) runs, alternating (median)"
+    parser.add_argument("--rounds", type=int, default=1, help=rounds)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bssl-bench-stage-") as tmp:
@@ -227,23 +252,33 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if new_steps == old_steps:  # e.g. --quick: that run would repeat the old stage
                 del runs["old-at-new-steps"]
 
-            def timed_run(name: str) -> dict[str, float]:
+            def timed_run(name: str, label: str = "") -> dict[str, float]:  # label: its own runs_dir, no resume
                 tree, preset, steps, extra = runs[name]
-                return split_stage(stage(tree, preset, name, steps, extra))
+                return split_stage(stage(tree, preset, name + label, steps, extra))
 
             with ThreadPoolExecutor(parallel) as pool:
                 timed = dict(zip(runs, pool.map(timed_run, runs), strict=True))
             old, new, old_same, layout = (
                 timed[k] for k in ("old-stage", "new-stage", "old-same-settings", "new-contiguous")
             )
-            old_long = timed.get("old-at-new-steps", old)
+            long_name = "old-at-new-steps" if "old-at-new-steps" in runs else "old-stage"
+            pairs = [(timed[long_name], new)]
+            for r in range(1, args.rounds):  # alternate which goes first, so a drift in load hits both alike
+                order = ("new-stage", long_name) if r % 2 else (long_name, "new-stage")
+                again = {name: timed_run(name, f"-round{r + 1}") for name in order}
+                pairs.append((again[long_name], again["new-stage"]))
+            old_long = timed[long_name]
         patch, batch = int(_value([*new_preset, *tiny], "data.patch_size")), int(_value(new_preset, "data.batch_size"))
         flops = step_flops(patch, batch, [o for o in new_preset if o.startswith("model.") or o == "preset=cpu"])
     peak = matmul_peak(n=args.peak_n, repeats=10)
     achieved = flops / new["compute_s_median"]
     result = {
         "brainstem_stage_speedup": round(old["wall_s"] / new["wall_s"], 3),
-        "brainstem_converged_stage_speedup": round(old_long["wall_s"] / new["wall_s"], 3),
+        "brainstem_converged_stage_speedup": round(statistics.median(o["wall_s"] / n["wall_s"] for o, n in pairs), 3),
+        "brainstem_study_stage_speedup": round(
+            statistics.median(o["stage_run_s"] / n["stage_run_s"] for o, n in pairs), 3
+        ),
+        "equal_length_rounds": [round_seconds(o, n) for o, n in pairs],
         "brainstem_step_speedup": round(old_same["step_s_median"] / new["step_s_median"], 3),
         "memory_format_step_speedup": round(layout["step_s_median"] / new["step_s_median"], 3),
         "memory_format": {"default": "auto", "against": "contiguous"},
@@ -273,6 +308,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for key in (
             "brainstem_stage_speedup",
             "brainstem_converged_stage_speedup",
+            "brainstem_study_stage_speedup",
             "brainstem_step_speedup",
             "memory_format_step_speedup",
             "outside_training_fraction",

@@ -56,7 +56,18 @@ def quick_arguments(work: Path) -> dict[str, list[str]]:
         "pretrain_step": ["--data-root", str(root), "--steps", "2", "--rounds", "1", "--peak-n", "256", *QUICK_MODEL],
         "finetune_stage": ["--quick", "--data-root", str(root), "--peak-n", "256"],
         # torch.compile takes about a minute to compile: left out of the smoke run
-        "step_options": ["--variants", "other_layout", "fused_adamw", "--rounds", "1", "--steps", "2", "--warmup", "1"],
+        "step_options": [
+            "--variants",
+            "other_layout",
+            "instance_norm",
+            "unfused_adamw",
+            "--rounds",
+            "1",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+        ],
         "inference": ["--subjects", "1", "--spacings", "4"],
         "loader": [
             *("--root", str(root), "--patch", "16", "--patches", "8", "--rounds", "1"),

@@ -5,19 +5,23 @@ One process builds today's quick-preset brainstem network (``configs/study_prese
 one training step (forward, a loss over every output, backward, AdamW) on a fixed batch of quick patches, for:
 
 * ``default``: what the finetune stage runs on this device (``trainer.memory_format=auto``: ``channels_last_3d``
-  on CPU, contiguous on CUDA; eager; ``torch.optim.AdamW``'s default implementation);
-* ``other_layout``: the other memory layout (contiguous on CPU, ``channels_last_3d`` on CUDA);
-* ``fused_adamw``: ``AdamW(fused=True)`` instead of the per-parameter loop;
+  with instance norms on the group-norm kernel on CPU, contiguous on CUDA; eager; ``torch.optim.AdamW`` fused
+  where PyTorch has a fused kernel for the device, as ``ssl_pretrain.training.optim.build_optimizer`` builds it);
+* ``other_layout``: the other memory layout, prepared as the stage would (``apply_memory_format``);
+* ``instance_norm``: the default layout with PyTorch's own instance norm instead of the group-norm kernel;
+* ``unfused_adamw``: AdamW's per-parameter loop (``fused=False``) instead of the fused kernel;
 * ``compile``: ``torch.compile`` (inductor, default mode) of the network; its first call, the compilation, is
   reported apart (``compile_first_step_s``) and left out of the step times.
 
 Variants run in interleaved rounds (each round times every variant in turn), so load from other processes hits
 them alike; each figure is the median over every timed step. ``ratios`` gives ``<variant>_step_speedup`` =
-default / variant median step (above 1: the variant is faster) and ``compile_first_step_s``.
+default / variant median step (above 1: the variant is faster; below 1: what the default's choice buys) and
+``compile_first_step_s``.
 
 Usage::
 
-    .venv/bin/python benchmarks/step_options.py [--variants other_layout fused_adamw compile] [--rounds 4] [--steps 20]
+    .venv/bin/python benchmarks/step_options.py [--variants other_layout instance_norm unfused_adamw compile]
+        [--rounds 4] [--steps 20]
 
 The last line printed is one JSON object.
 """
@@ -43,12 +47,16 @@ sys.path[:0] = [str(HERE), str(REPO)]
 from finetune_stage import preset_overrides  # noqa: E402
 
 from ssl_pretrain.training.memory_format import FORMATS  # noqa: E402
+from ssl_pretrain.training.optim import FUSED_DEVICES  # noqa: E402
 
-VARIANTS = ("other_layout", "fused_adamw", "compile")
+VARIANTS = ("other_layout", "instance_norm", "unfused_adamw", "compile")
 
 
-def quick_network(overrides: Sequence[str]) -> tuple[torch.nn.Module, torch.Tensor, str]:
-    """Today's quick brainstem network (its default layout on this device), a batch of quick patches, the layout."""
+def quick_network(
+    overrides: Sequence[str], layout: str | None = None, group_norm_kernel: bool = True
+) -> tuple[torch.nn.Module, torch.Tensor, str]:
+    """Today's quick brainstem network prepared as the stage prepares it (``layout``: the stage's on this device by
+    default; ``group_norm_kernel=False`` keeps PyTorch's instance norm), a batch of quick patches, the layout."""
     from finetune.policy import build_segmentation_net
     from finetune.train import output_heads
     from ssl_pretrain.config import compose_config
@@ -58,18 +66,21 @@ def quick_network(overrides: Sequence[str]) -> tuple[torch.nn.Module, torch.Tens
     cfg = compose_config("finetune", ["stage=brainstem", *overrides], output_dir=Path(tempfile.gettempdir()))
     accelerator = resolve_accelerator(cfg.trainer.accelerator)
     device = "cuda" if accelerator == "gpu" else "cpu"
-    layout = resolve_memory_format(cfg.trainer.get("memory_format", "auto"), accelerator)
+    layout = layout or resolve_memory_format(cfg.trainer.get("memory_format", "auto"), accelerator)
     torch.manual_seed(0)
     net = build_segmentation_net(cfg.model, len(cfg.data.modalities), sum(output_heads(cfg)), "full").to(device)
     patch = int(cfg.data.patch_size)
     x = torch.randn(int(cfg.data.batch_size), len(cfg.data.modalities), patch, patch, patch, device=device)
-    return apply_memory_format(net, layout), x, layout
+    x = x.contiguous(memory_format=FORMATS[layout])
+    net = apply_memory_format(net, layout) if group_norm_kernel else net.to(memory_format=FORMATS[layout])
+    return net, x, layout
 
 
-def make_step(net: torch.nn.Module, x: torch.Tensor, fused: bool = False, compiled: bool = False) -> Callable[[], None]:
-    """One training step of ``net`` on ``x``: forward, mean square of the outputs, backward, AdamW."""
+def make_step(net: torch.nn.Module, x: torch.Tensor, fused: bool = True, compiled: bool = False) -> Callable[[], None]:
+    """One training step of ``net`` on ``x``: forward, mean square of the outputs, backward, AdamW (``fused``: the
+    fused kernel where the device has one, as the stage runs it; ``False``: the per-parameter loop)."""
     forward = torch.compile(net) if compiled else net
-    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True if fused else None)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused and x.device.type in FUSED_DEVICES)
 
     def step() -> None:
         optimiser.zero_grad(set_to_none=True)
@@ -98,10 +109,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     first: dict[str, float] = {}
     for name in args.variants:
         if name == "other_layout":
-            other = FORMATS[other_layout]
-            steps[name] = make_step(copy.deepcopy(base).to(memory_format=other), x.contiguous(memory_format=other))
+            steps[name] = make_step(*quick_network([*preset, *overrides], layout=other_layout)[:2])
+        elif name == "instance_norm":
+            steps[name] = make_step(*quick_network([*preset, *overrides], group_norm_kernel=False)[:2])
         else:
-            steps[name] = make_step(copy.deepcopy(base), x, fused=name == "fused_adamw", compiled=name == "compile")
+            steps[name] = make_step(copy.deepcopy(base), x, fused=name != "unfused_adamw", compiled=name == "compile")
     for name, step in steps.items():  # the first call: compilation for `compile`, one-off allocations for the rest
         start = time.perf_counter()
         step()
@@ -132,7 +144,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ratios["compile_first_step_s"] = first["compile"]
     result["ratios"] = ratios
     for name in steps:
-        print(f"{name:<12} median step {median[name] * 1000:7.1f} ms  first call {first[name]:6.2f} s")
+        print(f"{name:<14} median step {median[name] * 1000:7.1f} ms  first call {first[name]:6.2f} s")
     return result
 
 

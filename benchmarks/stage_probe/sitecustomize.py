@@ -9,7 +9,11 @@ of ``time.perf_counter`` marks (seconds since this module ran, i.e. since interp
 * ``steps``: per training batch ``[start, compute_end, callbacks_end]``: ``on_train_batch_start`` of the first
   callback, its ``on_train_batch_end`` (forward, backward, optimiser step done) and the last callback's
   ``on_train_batch_end`` (what the other callbacks did: convergence checkpoints, checkpoint saving, logging);
-* ``validation``: ``[start, end]`` of every validation loop.
+* ``validation``: ``[start, end]`` of every validation loop;
+* ``run``: ``[start, end]`` of the stage's ``finetune.train.run(cfg)``, which ``bssl finetune`` calls once Hydra has
+  composed the config (every revision since the first has it). The probe imports ``finetune.train`` at start-up
+  to wrap it, so what lies before ``run`` — interpreter start, imports, composing the config — is what every
+  ``bssl`` process pays once; inside a study, which runs its stages in one process, a stage costs its ``run``.
 
 The gap from one batch's ``callbacks_end`` to the next batch's ``start`` is fetching the batch (``num_workers=0``:
 patch sampling and augmentation in the main process) and Lightning's bookkeeping. Nothing else is changed.
@@ -29,7 +33,9 @@ PATH = os.environ.get("BSSL_STAGE_PROBE")
 def _install(path: str) -> None:
     import lightning.pytorch as pl
 
-    marks: dict[str, list] = {"fit": [], "steps": [], "validation": []}
+    import finetune.train as stage  # the revision under test: first on PYTHONPATH after this directory
+
+    marks: dict[str, list] = {"fit": [], "steps": [], "validation": [], "run": []}
 
     def now() -> float:
         return time.perf_counter() - T0
@@ -65,6 +71,16 @@ def _install(path: str) -> None:
         self.callbacks.append(Tail())
 
     pl.Trainer.__init__ = patched  # type: ignore[method-assign]
+    run = stage.run
+
+    def timed_run(cfg):  # type: ignore[no-untyped-def]
+        marks["run"].append(now())
+        try:
+            return run(cfg)
+        finally:
+            marks["run"].append(now())
+
+    stage.run = timed_run
 
     def write() -> None:
         with open(path, "w") as f:

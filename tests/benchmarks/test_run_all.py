@@ -18,12 +18,13 @@ EXPECTED = {  # benchmark -> ratios its quick run must report
     "finetune_stage": {
         "brainstem_stage_speedup",
         "brainstem_converged_stage_speedup",
+        "brainstem_study_stage_speedup",
         "brainstem_step_speedup",
         "memory_format_step_speedup",
         "outside_training_fraction",
         "flops_fraction_of_matmul_peak",
     },
-    "step_options": {"other_layout_step_speedup", "fused_adamw_step_speedup"},
+    "step_options": {"other_layout_step_speedup", "instance_norm_step_speedup", "unfused_adamw_step_speedup"},
     "inference": {"warm_vs_cold_4mm"},
     "loader": {
         "loader_speedup_vs_torchio",
