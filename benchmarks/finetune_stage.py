@@ -43,14 +43,16 @@ Figures (ratios within this run; absolute seconds depend on the machine and its 
 
 Usage::
 
-    .venv/bin/python benchmarks/finetune_stage.py [--data-root data/demo] [--threads 2] [--rounds 3] [--quick]
+    .venv/bin/python benchmarks/finetune_stage.py [--data-root data/demo] [--threads 2] [--rounds 3]
+        [--old-revision REV] [--quick]
 
 ``--data-root`` defaults to a 4+4-subject demo cohort simulated into a temporary directory. ``--quick`` (the smoke
 test of ``run_all.py --quick``): a 4-subject synthetic cohort, 16³ patches, 4 steps per run, no warm-up runs and
 two runs at a time (``parallel_runs``); its figures are not the ones to report. ``--no-warmup`` skips the
 cache-filling runs (set-up then includes preprocessing, for both revisions). ``--new-steps``/``--old-steps`` shorten
 the whole-stage runs (then the stage speed-up is not per converged run: ``stage_steps`` and ``converged_presets``
-say so). ``--rounds N`` runs the equal-length pair N times, alternating which goes first; both equal-length
+say so). ``--old-revision REV`` compares with another revision (e.g. the previous commit) instead of ``3590575``.
+``--rounds N`` runs the equal-length pair N times, alternating which goes first; both equal-length
 speed-ups are then medians over the rounds, and ``equal_length_rounds`` lists each round's seconds (on a shared
 2-core machine one run's timings drift by up to 1.5x). ``new_stage``/``old_stage_at_new_steps`` give the first
 round's split. The last line printed is one JSON object.
@@ -210,6 +212,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny: a smoke test, not figures to report")
     rounds = "times the equal-length pair (today's stage, the old one at today's steps) runs, alternating (median)"
     parser.add_argument("--rounds", type=int, default=1, help=rounds)
+    parser.add_argument(
+        "--old-revision", default=OLD_REVISION, help="the revision to compare with (default: before issue 15)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bssl-bench-stage-") as tmp:
@@ -228,7 +233,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         new_steps = args.new_steps or (4 if args.quick else new_default)
         step_runs = 4 if args.quick else args.step_runs
         parallel = 2 if args.quick else 1  # --quick checks the plumbing: two runs at a time, figures not to report
-        with old_worktree(OLD_REVISION, work) as old_tree:
+        with old_worktree(args.old_revision, work) as old_tree:
             old_preset, old_default = preset_overrides(old_tree)
             old_steps = args.old_steps or (4 if args.quick else old_default)
             same = [o for o in new_preset if o.startswith(("data.patch_size=", "data.batch_size=", "model."))]
@@ -300,7 +305,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "threads": args.threads,
         "parallel_runs": parallel,
         "warm_cache": bool(args.warmup if args.warmup is not None else not args.quick),
-        "old_revision": OLD_REVISION,
+        "old_revision": args.old_revision,
         "data_root": str(args.data_root or "simulated"),
     }
     result["ratios"] = {
