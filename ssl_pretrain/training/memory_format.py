@@ -18,8 +18,9 @@ with one group per channel (:func:`instance_norms_as_group_norms`): the same nor
 and channel's voxels, with the same ``weight``/``bias`` parameters and state-dict keys, so checkpoints load either
 way. PyTorch's instance norm runs through batch norm on a ``(1, N·C, …)`` view and so copies a channels-last
 input to contiguous and back; the group-norm CPU kernel reads channels-last directly. On the quick network
-(2 cores, 2026-12-07) that made a training step 1.07× and a sliding-window forward pass 1.37× faster (
-``benchmarks/finetune_stage.py``); outputs agree within 1.3e-5 of values up to 3, gradients within 3e-7.
+(2 cores, 2026-12-07) that made a training step 1.03-1.07x faster (``benchmarks/step_options.py``, variant
+``instance_norm``) and a sliding-window forward pass of 8 windows 1.37x; outputs agree within 1.3e-5 of values up
+to 3, gradients within 3e-7.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ssl_pretrain.errors import ConfigError
 
 FORMATS = {"channels_last_3d": torch.channels_last_3d, "contiguous": torch.contiguous_format}
 AUTO = {"cpu": "channels_last_3d", "gpu": "contiguous"}
+INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
 def resolve_memory_format(setting: str, accelerator: str) -> str:
@@ -64,7 +66,7 @@ def instance_norms_as_group_norms(net: nn.Module) -> nn.Module:
     themselves, so an optimiser built before still holds them). Instance norms that track running statistics
     normalise differently in eval mode and are left alone."""
     for name, child in net.named_children():
-        if isinstance(child, nn.modules.instancenorm._InstanceNorm) and not child.track_running_stats:
+        if isinstance(child, INSTANCE_NORMS) and not child.track_running_stats:
             group = nn.GroupNorm(child.num_features, child.num_features, eps=child.eps, affine=child.affine)
             if child.affine:
                 group.weight, group.bias = child.weight, child.bias

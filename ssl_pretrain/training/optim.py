@@ -6,8 +6,8 @@ Config keys (the ``optim`` group): ``lr``, ``weight_decay``, ``warmup_steps`` (a
 rest; 0 leaves it out of the optimiser).
 
 AdamW runs its fused implementation (one kernel over every parameter) where PyTorch has one for the parameters'
-device (CPU and CUDA): the same update up to floating-point rounding, 1.04-1.09x faster per training step of the
-quick network on 2 cores than the per-parameter loop (``benchmarks/step_options.py``).
+device (CPU and CUDA): the same update up to floating-point rounding, 1.02-1.09x faster per training step of the
+quick network on 2 cores than the per-parameter loop (``benchmarks/step_options.py``, variant ``unfused_adamw``).
 """
 
 from __future__ import annotations
