@@ -85,6 +85,8 @@ class SegmentationModule(L.LightningModule):
         total_steps: optimiser steps of the run (for the schedule).
         inference: sliding-window settings of the validation pass.
         val_subjects: the cached validation subjects (whole volumes).
+        compile_net: the training step's forward pass goes through ``torch.compile(net)`` (``trainer.compile``;
+            :mod:`ssl_pretrain.training.compile`); everything else calls ``net`` itself.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class SegmentationModule(L.LightningModule):
         val_subjects: Sequence[CachedSubject] = (),
         region_loss: RegionHeadLoss | None = None,
         lambda_regions: float = 1.0,
+        compile_net: bool = False,
     ) -> None:
         super().__init__()
         if (region_loss is not None) != (len(inference.heads) == 2):
@@ -115,6 +118,8 @@ class SegmentationModule(L.LightningModule):
         self.inference = inference
         self.val_subjects = {s.key: s for s in val_subjects}
         apply_policy(self.net, policy)
+        # in a dict, not an attribute: a compiled module there would be a second copy of the weights in checkpoints
+        self._compiled: dict[str, nn.Module] = {"net": torch.compile(net)} if compile_net else {}  # type: ignore[dict-item]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, sum(heads), X, Y, Z)`` of ``(B, C, X, Y, Z)``: tissue, then regions (if any)."""
@@ -141,7 +146,7 @@ class SegmentationModule(L.LightningModule):
         return self
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self.net(batch[B.IMAGE])
+        logits = self._compiled.get("net", self.net)(batch[B.IMAGE])
         parts = self.losses(logits, batch[B.TISSUE], batch[B.REGIONS])
         n = logits.shape[0]
         self.log("train/loss", parts["loss"], prog_bar=True, batch_size=n)

@@ -55,6 +55,7 @@ from ssl_pretrain.errors import CheckpointError, ConfigError
 from ssl_pretrain.models.checkpoint import save_weights
 from ssl_pretrain.run_dir import run_context, write_json_atomic
 from ssl_pretrain.training import build_trainer, resolve_accelerator, resolve_resume, seed_everything
+from ssl_pretrain.training.compile import resolve_compile
 from ssl_pretrain.training.memory_format import apply_memory_format, resolve_memory_format
 
 log = logging.getLogger(__name__)
@@ -347,9 +348,8 @@ def run(cfg: DictConfig) -> Path:
         heads = output_heads(cfg)
         net = build_segmentation_net(cfg.model, len(dm.modalities), sum(heads), policy)
         init_info = initialise(net, cfg.get("init"), dm.modalities)
-        layout = resolve_memory_format(
-            cfg.trainer.get("memory_format", "auto"), resolve_accelerator(cfg.trainer.accelerator)
-        )
+        accelerator = resolve_accelerator(cfg.trainer.accelerator)
+        layout = resolve_memory_format(cfg.trainer.get("memory_format", "auto"), accelerator)
         apply_memory_format(net, layout)
         stride = int(np.prod(cfg.model.strides))
         inference = InferenceSettings.from_config(cfg.inference, dm.patch_size, stride, heads)
@@ -368,6 +368,7 @@ def run(cfg: DictConfig) -> Path:
             val_subjects=selection.val_subjects if selection else (),
             region_loss=RegionHeadLoss() if len(heads) == 2 else None,
             lambda_regions=float(cfg.regions.get("lambda", 1.0)) if "regions" in cfg else 1.0,
+            compile_net=resolve_compile(cfg.trainer.get("compile", False), accelerator),
         )
         selected: tuple[str, float | None]
         if selection is None:
