@@ -11,12 +11,14 @@ one training step (forward, a loss over every output, backward, AdamW) on a fixe
 * ``instance_norm``: the default layout with PyTorch's own instance norm instead of the group-norm kernel;
 * ``unfused_adamw``: AdamW's per-parameter loop (``fused=False``) instead of the fused kernel;
 * ``compile``: ``torch.compile`` (inductor, default mode) of the network; its first call, the compilation, is
-  reported apart (``compile_first_step_s``) and left out of the step times.
+  reported apart (``compile_first_step_s``) and left out of the step times. A second instance of the same network,
+  compiled afterwards in the same process as a study's next stage would be, reports its own first call
+  (``compile_second_instance_first_step_s``: near 0 when Dynamo reuses the first instance's graph).
 
 Variants run in interleaved rounds (each round times every variant in turn), so load from other processes hits
 them alike; each figure is the median over every timed step. ``ratios`` gives ``<variant>_step_speedup`` =
 default / variant median step (above 1: the variant is faster; below 1: what the default's choice buys) and
-``compile_first_step_s``.
+``compile_first_step_s``, ``compile_second_instance_first_step_s``.
 
 Usage::
 
@@ -142,6 +144,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ratios = {f"{name}_step_speedup": median["default"] / median[name] for name in args.variants}
     if "compile" in args.variants:
         ratios["compile_first_step_s"] = first["compile"]
+        second = make_step(copy.deepcopy(base), x, compiled=True)
+        start = time.perf_counter()
+        second()
+        ratios["compile_second_instance_first_step_s"] = time.perf_counter() - start
     result["ratios"] = ratios
     for name in steps:
         print(f"{name:<14} median step {median[name] * 1000:7.1f} ms  first call {first[name]:6.2f} s")
