@@ -47,15 +47,15 @@ Usage::
         [--old-revision REV] [--quick]
 
 ``--data-root`` defaults to a 4+4-subject demo cohort simulated into a temporary directory. ``--quick`` (the smoke
-test of ``run_all.py --quick``): a 4-subject synthetic cohort, 16³ patches, 4 steps per run, no warm-up runs and
-two runs at a time (``parallel_runs``); its figures are not the ones to report. ``--no-warmup`` skips the
-cache-filling runs (set-up then includes preprocessing, for both revisions). ``--new-steps``/``--old-steps`` shorten
-the whole-stage runs (then the stage speed-up is not per converged run: ``stage_steps`` and ``converged_presets``
-say so). ``--old-revision REV`` compares with another revision (e.g. the previous commit) instead of ``3590575``.
-``--rounds N`` runs the equal-length pair N times, alternating which goes first; both equal-length
-speed-ups are then medians over the rounds, and ``equal_length_rounds`` lists each round's seconds (on a shared
-2-core machine one run's timings drift by up to 1.5x). ``new_stage``/``old_stage_at_new_steps`` give the first
-round's split. The last line printed is one JSON object.
+test of ``run_all.py --quick``): a 4-subject synthetic cohort, 16³ patches, 4 steps per run, no warm-up runs and two
+runs at a time (``parallel_runs``), and today's code eager (``trainer.compile=false``); its figures are not the ones
+to report. ``--no-warmup`` skips the cache-filling runs (set-up then includes preprocessing, for both revisions).
+``--new-steps``/``--old-steps`` shorten the whole-stage runs (then the stage speed-up is not per converged run:
+``stage_steps`` and ``converged_presets`` say so). ``--old-revision REV`` compares with another revision (e.g. the
+previous commit) instead of ``3590575``. ``--rounds N`` runs the equal-length pair N times, alternating which goes
+first; both equal-length speed-ups are then medians over the rounds, and ``equal_length_rounds`` lists each round's
+seconds (on a shared 2-core machine one run's timings drift by up to 1.5x). ``new_stage``/``old_stage_at_new_steps``
+give the first round's split. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -241,6 +241,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             def stage(tree: Path, preset: list[str], name: str, steps: int, extra: Sequence[str] = ()) -> dict:
                 cache = f"paths.cache_dir={work / 'cache' / tree.name}"
                 overrides = [*preset, *extra, *tiny, f"data.root={root}", cache, f"trainer.max_steps={steps}"]
+                if args.quick and tree == REPO:  # the plumbing only: a compilation would be most of a 4-step run
+                    overrides.append("trainer.compile=false")
                 return run_stage(tree, overrides, work, name, args.threads)
 
             if args.warmup if args.warmup is not None else not args.quick:  # fills each revision's cache (untimed)
