@@ -341,6 +341,8 @@ def run(cfg: DictConfig) -> Path:
     policy = check_policy(str(cfg.finetune.policy))
     k = parse_k(cfg.labels.k)
     overlay_count(cfg.eval.n_overlays)  # before training, not after it
+    accelerator = resolve_accelerator(cfg.trainer.accelerator)
+    compile_net = resolve_compile(cfg.trainer.get("compile", False), accelerator)  # before any run folder exists
     with run_context(cfg, "finetune") as out:
         seed_everything(int(cfg.seed), deterministic=cfg.trainer.get("deterministic") is True)
         roi = stage_roi(cfg)
@@ -348,7 +350,6 @@ def run(cfg: DictConfig) -> Path:
         heads = output_heads(cfg)
         net = build_segmentation_net(cfg.model, len(dm.modalities), sum(heads), policy)
         init_info = initialise(net, cfg.get("init"), dm.modalities)
-        accelerator = resolve_accelerator(cfg.trainer.accelerator)
         layout = resolve_memory_format(cfg.trainer.get("memory_format", "auto"), accelerator)
         apply_memory_format(net, layout)
         stride = int(np.prod(cfg.model.strides))
@@ -368,7 +369,7 @@ def run(cfg: DictConfig) -> Path:
             val_subjects=selection.val_subjects if selection else (),
             region_loss=RegionHeadLoss() if len(heads) == 2 else None,
             lambda_regions=float(cfg.regions.get("lambda", 1.0)) if "regions" in cfg else 1.0,
-            compile_net=resolve_compile(cfg.trainer.get("compile", False), accelerator),
+            compile_net=compile_net,
         )
         selected: tuple[str, float | None]
         if selection is None:

@@ -46,8 +46,8 @@ def resolve_compile(setting: object, accelerator: str) -> bool:
     if setting == "auto":
         compiler = cxx_compiler()
         found = accelerator == "cpu" and compiler is not None
-        how = "compiling the training forward pass" if found else f"eager ({accelerator}, C++ compiler {compiler})"
-        log.info("trainer.compile=auto: %s", how)
+        why = "not measured on GPU" if accelerator != "cpu" else "no C++ compiler found"
+        log.info("trainer.compile=auto: %s", "compiling the training forward pass" if found else f"eager ({why})")
         return found
     if not isinstance(setting, bool):
         raise ConfigError("trainer.compile", f"expected true, false or auto, got {setting!r}")

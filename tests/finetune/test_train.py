@@ -151,6 +151,16 @@ def test_policies_and_k_on_the_fixture(tmp_path, cohort):
     assert chosen["linear"] == chosen["frozen_encoder"]  # same labels.seed, same subject
 
 
+def test_compile_without_a_cxx_compiler_is_refused_before_any_run_folder(tmp_path, cohort, monkeypatch):
+    from ssl_pretrain.training import compile as compile_module
+
+    monkeypatch.setattr(compile_module, "cxx_compiler", lambda: None)
+    cfg = _cfg(tmp_path, cohort, "compile", "trainer.compile=true", "trainer.accelerator=cpu")
+    with pytest.raises(ConfigError, match=r"trainer\.compile.*no C\+\+ compiler"):
+        train.run(cfg)
+    assert not (tmp_path / "runs" / "compile").exists()
+
+
 def test_bad_config_values(tmp_path, cohort):
     for bad in ("-1", "1.5", "true"):
         with pytest.raises(ConfigError, match=r"eval\.n_overlays"):
