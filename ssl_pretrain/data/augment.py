@@ -7,7 +7,8 @@ default: slow), left-right flip (axis 0 of the RAS cache grid), random affine (s
 rotations) fused with the crop to the patch size (:class:`RandomAffineCrop`: the same parameter draws
 and the same resampling as ``tio.RandomAffine``/``tio.Affine``, checked against it in the tests, but it
 computes only the output patch), then intensity transforms on the final patch: bias field, gamma,
-Gaussian noise, and at low probability motion and ghosting artefacts.
+Gaussian noise, and at low probability motion and ghosting artefacts. The bias field and the noise are
+TorchIO's, drawn as TorchIO draws them and computed faster (:mod:`ssl_pretrain.data.intensity`).
 
 Spatial transforms need context around the patch, or rotated corners would be filled with padding:
 the sampler cuts ``patch + 2 * augment_margin(...)`` voxels, the spatial transforms act on that, and
@@ -38,9 +39,9 @@ Config (``data.augmentation``; each ``p`` is the probability of applying that tr
 ``data.view_augmentation`` (two-view methods only; every transform always applied)::
 
     gain:       {log_gain}      # each channel times exp(U(-g, g))
-    bias_field: {coefficients}  # tio.RandomBiasField
+    bias_field: {coefficients}  # as tio.RandomBiasField (SeparableBiasField)
     gamma:      {log_gamma}     # tio.RandomGamma
-    noise:      {std}           # tio.RandomNoise, std drawn in [low, high] (normalised units)
+    noise:      {std}           # as tio.RandomNoise (LocalSeedNoise), std drawn in [low, high] (normalised units)
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ import torch
 import torchio as tio
 from scipy.spatial.transform import Rotation
 
+from ssl_pretrain.data.intensity import LocalSeedNoise, SeparableBiasField
 from ssl_pretrain.errors import ConfigError
 
 _KNOWN = {
@@ -277,12 +279,12 @@ def build_augment(cfg: Mapping[str, Any], patch_size: Sequence[int]) -> tio.Comp
         )
         if (s := _section(cfg, "bias_field"))["p"] > 0:
             intensity.append(
-                tio.RandomBiasField(coefficients=_pair(s, "coefficients", 0.3, "bias_field"), p=s["p"], copy=False)
+                SeparableBiasField(coefficients=_pair(s, "coefficients", 0.3, "bias_field"), p=s["p"], copy=False)
             )
         if (s := _section(cfg, "gamma"))["p"] > 0:
             intensity.append(tio.RandomGamma(log_gamma=_pair(s, "log_gamma", 0.2, "gamma"), p=s["p"], copy=False))
         if (s := _section(cfg, "noise"))["p"] > 0:
-            intensity.append(tio.RandomNoise(std=_pair(s, "std", 0.03, "noise"), p=s["p"], copy=False))
+            intensity.append(LocalSeedNoise(std=_pair(s, "std", 0.03, "noise"), p=s["p"], copy=False))
         if (s := _section(cfg, "motion"))["p"] > 0:
             intensity.append(
                 tio.RandomMotion(
@@ -380,13 +382,13 @@ def build_view_augment(cfg: Mapping[str, Any] | None) -> tio.Compose | None:
             )
         if "bias_field" in sections:
             coefficients = _pair(sections["bias_field"], "coefficients", 0.5, "bias_field", VIEW_KEY)
-            transforms.append(tio.RandomBiasField(coefficients=coefficients, copy=False))
+            transforms.append(SeparableBiasField(coefficients=coefficients, copy=False))
         if "gamma" in sections:
             log_gamma = _pair(sections["gamma"], "log_gamma", 0.3, "gamma", VIEW_KEY)
             transforms.append(tio.RandomGamma(log_gamma=log_gamma, copy=False))
         if "noise" in sections:
             std = _pair(sections["noise"], "std", (0.0, 0.05), "noise", VIEW_KEY)
-            transforms.append(tio.RandomNoise(std=std, copy=False))
+            transforms.append(LocalSeedNoise(std=std, copy=False))
     except (ValueError, TypeError) as err:
         raise ConfigError("data.view_augmentation", f"TorchIO rejects a value: {err}") from err
     return tio.Compose(transforms, copy=False) if transforms else None

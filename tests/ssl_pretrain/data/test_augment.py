@@ -39,9 +39,9 @@ def test_default_config_builds_and_returns_patch_shaped_tensors() -> None:
     assert names == [
         "RandomFlip",
         "RandomAffineCrop",
-        "RandomBiasField",
+        "SeparableBiasField",
         "RandomGamma",
-        "RandomNoise",
+        "LocalSeedNoise",
         "RandomMotion",
         "RandomGhosting",
     ]

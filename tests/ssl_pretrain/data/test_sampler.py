@@ -229,7 +229,7 @@ def test_views_get_independent_strong_intensity_augmentation(subjects) -> None:
             assert all(abs(ga - gb) > 1e-4 for ga, gb in zip(gains[:half], gains[half:], strict=True))
     default = OmegaConf.load(CONFIG_DIR / "data" / "default.yaml").view_augmentation
     names = [type(t).__name__ for t in build_view_augment(default).transforms]
-    assert names == ["Lambda", "RandomBiasField", "RandomGamma", "RandomNoise"]
+    assert names == ["Lambda", "SeparableBiasField", "RandomGamma", "LocalSeedNoise"]
     assert all(t.probability == 1.0 for t in build_view_augment(default).transforms)  # always applied
 
 
