@@ -40,11 +40,16 @@ Figures (ratios within this run; absolute seconds depend on the machine and its 
   cost stays in; today's code checks a dataset once per process (``tests/ssl_pretrain/data/test_validate.py``:
   two stages in one process validate once), which a lone run does inside its ``run``, so today's figure here is
   if anything longer than in a study.
+* ``brainstem_study_next_stage_speedup``: the same, for the second stage of each of these processes (with
+  ``--stages-per-process 2``, the default, the probe calls ``run(cfg)`` again in the same process, output in a
+  folder of its own): a study's stage after its first, which is what 59 of the quick study's 60 brainstem stages
+  are. Whatever either revision does once per process (checking the dataset, compiling, first-call kernel set-up)
+  is out of it for both; ``next_stage_step_s_median`` is today's median step there.
 
 Usage::
 
     .venv/bin/python benchmarks/finetune_stage.py [--data-root data/demo] [--threads 2] [--rounds 3]
-        [--old-revision REV] [--quick]
+        [--old-revision REV] [--stages-per-process 2] [--quick]
 
 ``--data-root`` defaults to a 4+4-subject demo cohort simulated into a temporary directory. ``--quick`` (the smoke
 test of ``run_all.py --quick``): a 4-subject synthetic cohort, 16³ patches, 4 steps per run, no warm-up runs and two
@@ -61,6 +66,7 @@ give the first round's split. The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -116,8 +122,11 @@ def old_worktree(revision: str, where: Path) -> Iterator[Path]:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], capture_output=True)
 
 
-def run_stage(tree: Path, overrides: Sequence[str], work: Path, name: str, threads: int) -> dict[str, Any]:
-    """One ``bssl finetune stage=brainstem`` of the revision in ``tree``: its wall seconds and the probe's marks."""
+def run_stage(
+    tree: Path, overrides: Sequence[str], work: Path, name: str, threads: int, stages: int = 1
+) -> dict[str, Any]:
+    """One ``bssl finetune stage=brainstem`` of the revision in ``tree``: its wall seconds and the probe's marks
+    (``stages``: the stage runs that many times in turn in the one process, as a study's stages do)."""
     probe = work / f"{name}.probe.json"
     env = {
         **os.environ,
@@ -125,6 +134,7 @@ def run_stage(tree: Path, overrides: Sequence[str], work: Path, name: str, threa
         "BSSL_STAGE_PROBE": str(probe),
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
+        "BSSL_STAGE_PROBE_STAGES": str(stages),
     }
     command = [sys.executable, "-m", "ssl_pretrain", "finetune", "stage=brainstem", "init=scratch", "labels.k=all",
                *overrides, f"paths.runs_dir={work / 'runs' / name}", "trainer.enable_progress_bar=false"]  # fmt: skip
@@ -140,17 +150,22 @@ def run_stage(tree: Path, overrides: Sequence[str], work: Path, name: str, threa
 
 def split_stage(run: dict[str, Any]) -> dict[str, float]:
     """Seconds of a probed stage by part: set-up, training steps (fetch + compute), between steps, scoring; and
-    its ``run(cfg)`` apart from what lies before it (interpreter, imports, config)."""
-    steps = run["steps"]
+    its ``run(cfg)`` apart from what lies before it (interpreter, imports, config). A process that ran more than
+    one stage (``BSSL_STAGE_PROBE_STAGES``) is split by its first; ``next_stage_run_s`` is the last one's ``run``
+    and ``next_stage_step_s_median`` its median step: a stage of a study after the first."""
+    first_end = run["run"][1]
+    steps = [s for s in run["steps"] if s[0] < first_end]
     fit_start, fit_end = run["fit"][:2]
     compute = [s[1] - s[0] for s in steps]
     callbacks = [s[2] - s[1] for s in steps]
     fetch = [b[0] - a[2] for a, b in zip([[0, 0, fit_start], *steps[:-1]], steps, strict=True)]
     training = sum(compute) + sum(fetch)
-    validation = sum(v[1] - v[0] for v in run["validation"] if len(v) == 2)
+    validation = sum(v[1] - v[0] for v in run["validation"] if len(v) == 2 and v[0] < first_end)
     startup = run["wall"] - run["exit"]  # before this interpreter's first line (process launch)
-    return {
-        "wall_s": run["wall"],
+    alone = len(run["run"]) == 2
+    wall = run["wall"] if alone else startup + first_end  # a lone ``bssl finetune``: launch to the stage's end
+    split = {
+        "wall_s": wall,
         "steps": len(steps),
         "step_s_median": statistics.median(c + f for c, f in zip(compute, fetch, strict=True)),
         "compute_s_median": statistics.median(compute),
@@ -160,11 +175,20 @@ def split_stage(run: dict[str, Any]) -> dict[str, float]:
         "between_steps_s": (fit_end - fit_start) - training,  # convergence checkpoints, validation, checkpoints
         "validation_s": validation,
         "callbacks_s": sum(callbacks),
-        "after_fit_s": run["exit"] - fit_end,  # scoring the test subjects, writing outputs
-        "outside_training_fraction": 1.0 - training / run["wall"],
+        "after_fit_s": (run["exit"] if alone else first_end) - fit_end,  # scoring the test subjects, writing outputs
+        "outside_training_fraction": 1.0 - training / wall,
         "before_run_s": run["run"][0] + startup,  # interpreter, imports, Hydra: once per bssl process
-        "stage_run_s": run["run"][1] - run["run"][0],  # the stage as a study (one process) runs it
+        "stage_run_s": first_end - run["run"][0],  # the stage as a study (one process) runs it
     }
+    if not alone:  # the process's last stage: one after the first, as most of a study's stages are
+        start, end = run["run"][-2:]
+        last = [s for s in run["steps"] if s[0] > start]
+        gaps = [b[0] - a[2] for a, b in itertools.pairwise(last)]
+        split["next_stage_run_s"] = end - start
+        split["next_stage_step_s_median"] = statistics.median(
+            s[1] - s[0] + g for s, g in zip(last[1:], gaps, strict=True)
+        )
+    return split
 
 
 def round_seconds(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:
@@ -174,7 +198,9 @@ def round_seconds(old: dict[str, float], new: dict[str, float]) -> dict[str, flo
         "new_wall_s": round(new["wall_s"], 1),
         "old_run_s": round(old["stage_run_s"], 1),
         "new_run_s": round(new["stage_run_s"], 1),
-    }
+        **{f"{who}_next_stage_run_s": round(run["next_stage_run_s"], 1) for who, run in (("old", old), ("new", new))
+           if "next_stage_run_s" in run},
+    }  # fmt: skip
 
 
 def step_flops(patch: int, batch: int, overrides: Sequence[str]) -> int:
@@ -212,6 +238,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny: a smoke test, not figures to report")
     rounds = "times the equal-length pair (today's stage, the old one at today's steps) runs, alternating (median)"
     parser.add_argument("--rounds", type=int, default=1, help=rounds)
+    per_process = "stages each equal-length run trains in turn in one process, as a study does (next-stage figure: >1)"
+    parser.add_argument("--stages-per-process", type=int, default=2, help=per_process)
     parser.add_argument(
         "--old-revision", default=OLD_REVISION, help="the revision to compare with (default: before issue 15)"
     )
@@ -238,12 +266,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             old_steps = args.old_steps or (4 if args.quick else old_default)
             same = [o for o in new_preset if o.startswith(("data.patch_size=", "data.batch_size=", "model."))]
 
-            def stage(tree: Path, preset: list[str], name: str, steps: int, extra: Sequence[str] = ()) -> dict:
+            def stage(
+                tree: Path, preset: list[str], name: str, steps: int, extra: Sequence[str] = (), stages: int = 1
+            ) -> dict:
                 cache = f"paths.cache_dir={work / 'cache' / tree.name}"
                 overrides = [*preset, *extra, *tiny, f"data.root={root}", cache, f"trainer.max_steps={steps}"]
                 if args.quick and tree == REPO:  # the plumbing only: a compilation would be most of a 4-step run
                     overrides.append("trainer.compile=false")
-                return run_stage(tree, overrides, work, name, args.threads)
+                return run_stage(tree, overrides, work, name, args.threads, stages)
 
             if args.warmup if args.warmup is not None else not args.quick:  # fills each revision's cache (untimed)
                 stage(old_tree, old_preset, "old-warmup", 2)
@@ -259,16 +289,19 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if new_steps == old_steps:  # e.g. --quick: that run would repeat the old stage
                 del runs["old-at-new-steps"]
 
+            long_name = "old-at-new-steps" if "old-at-new-steps" in runs else "old-stage"
+            paired = {long_name, "new-stage"}  # the equal-length pair: args.stages_per_process stages a process
+
             def timed_run(name: str, label: str = "") -> dict[str, float]:  # label: its own runs_dir, no resume
                 tree, preset, steps, extra = runs[name]
-                return split_stage(stage(tree, preset, name + label, steps, extra))
+                stages = args.stages_per_process if name in paired else 1
+                return split_stage(stage(tree, preset, name + label, steps, extra, stages))
 
             with ThreadPoolExecutor(parallel) as pool:
                 timed = dict(zip(runs, pool.map(timed_run, runs), strict=True))
             old, new, old_same, layout = (
                 timed[k] for k in ("old-stage", "new-stage", "old-same-settings", "new-contiguous")
             )
-            long_name = "old-at-new-steps" if "old-at-new-steps" in runs else "old-stage"
             pairs = [(timed[long_name], new)]
             for r in range(1, args.rounds):  # alternate which goes first, so a drift in load hits both alike
                 order = ("new-stage", long_name) if r % 2 else (long_name, "new-stage")
@@ -286,6 +319,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             statistics.median(o["stage_run_s"] / n["stage_run_s"] for o, n in pairs), 3
         ),
         "equal_length_rounds": [round_seconds(o, n) for o, n in pairs],
+        "stages_per_process": args.stages_per_process,
         "brainstem_step_speedup": round(old_same["step_s_median"] / new["step_s_median"], 3),
         "memory_format_step_speedup": round(layout["step_s_median"] / new["step_s_median"], 3),
         "memory_format": {"default": "auto", "against": "contiguous"},
@@ -310,17 +344,24 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "old_revision": args.old_revision,
         "data_root": str(args.data_root or "simulated"),
     }
+    if args.stages_per_process > 1:
+        result["brainstem_study_next_stage_speedup"] = round(
+            statistics.median(o["next_stage_run_s"] / n["next_stage_run_s"] for o, n in pairs), 3
+        )
+        result["next_stage_step_s_median"] = round(new["next_stage_step_s_median"], 4)
     result["ratios"] = {
         key: result[key]
         for key in (
             "brainstem_stage_speedup",
             "brainstem_converged_stage_speedup",
             "brainstem_study_stage_speedup",
+            "brainstem_study_next_stage_speedup",
             "brainstem_step_speedup",
             "memory_format_step_speedup",
             "outside_training_fraction",
             "flops_fraction_of_matmul_peak",
         )
+        if key in result
     }
     return result
 

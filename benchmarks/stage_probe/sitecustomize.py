@@ -14,6 +14,10 @@ of ``time.perf_counter`` marks (seconds since this module ran, i.e. since interp
   composed the config (every revision since the first has it). The probe imports ``finetune.train`` at start-up
   to wrap it, so what lies before ``run`` — interpreter start, imports, composing the config — is what every
   ``bssl`` process pays once; inside a study, which runs its stages in one process, a stage costs its ``run``.
+  With ``BSSL_STAGE_PROBE_STAGES=N`` (default 1) the probe calls ``run`` N times in turn on the same config, each
+  time with an output folder of its own (``<output_dir>-stage<i>``), as ``bssl study`` runs one stage after another
+  in one process; ``run`` then holds ``[start, end]`` of each call, one after the other, and ``fit``, ``steps`` and
+  ``validation`` hold every call's marks in order.
 
 The gap from one batch's ``callbacks_end`` to the next batch's ``start`` is fetching the batch (``num_workers=0``:
 patch sampling and augmentation in the main process) and Lightning's bookkeeping. Nothing else is changed.
@@ -22,6 +26,7 @@ patch sampling and augmentation in the main process) and Lightning's bookkeeping
 from __future__ import annotations
 
 import atexit
+import copy
 import json
 import os
 import time
@@ -72,13 +77,23 @@ def _install(path: str) -> None:
 
     pl.Trainer.__init__ = patched  # type: ignore[method-assign]
     run = stage.run
+    stages = int(os.environ.get("BSSL_STAGE_PROBE_STAGES", "1"))
 
     def timed_run(cfg):  # type: ignore[no-untyped-def]
-        marks["run"].append(now())
-        try:
-            return run(cfg)
-        finally:
+        from omegaconf import open_dict
+
+        first = str(cfg.paths.output_dir)
+        for i in range(stages):
+            if i:  # the next stage of a study: same process, same config, a folder of its own
+                cfg = copy.deepcopy(cfg)
+                with open_dict(cfg):
+                    cfg.paths.output_dir = f"{first}-stage{i + 1}"
             marks["run"].append(now())
+            try:
+                out = run(cfg)
+            finally:
+                marks["run"].append(now())
+        return out
 
     stage.run = timed_run
 

@@ -19,6 +19,7 @@ EXPECTED = {  # benchmark -> ratios its quick run must report
         "brainstem_stage_speedup",
         "brainstem_converged_stage_speedup",
         "brainstem_study_stage_speedup",
+        "brainstem_study_next_stage_speedup",
         "brainstem_step_speedup",
         "memory_format_step_speedup",
         "outside_training_fraction",
