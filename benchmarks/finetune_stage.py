@@ -244,6 +244,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--old-revision", default=OLD_REVISION, help="the revision to compare with (default: before issue 15)"
     )
     args = parser.parse_args(argv)
+    if args.stages_per_process < 1 or args.rounds < 1:
+        parser.error("--stages-per-process and --rounds must be at least 1")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bssl-bench-stage-") as tmp:
         work = Path(tmp)
