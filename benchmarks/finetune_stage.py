@@ -66,7 +66,6 @@ give the first round's split. The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import signal
@@ -148,6 +147,14 @@ def run_stage(
     return {"wall": wall, **marks}
 
 
+def step_seconds(steps: Sequence[Sequence[float]], fit_start: float) -> tuple[list[float], list[float]]:
+    """``(compute, fetch)`` seconds of each probed training step of one fit: compute from the step's start to its
+    end, fetch the gap since the previous step's callbacks ended (the fit's start for the first step)."""
+    compute = [s[1] - s[0] for s in steps]
+    fetch = [b[0] - a[2] for a, b in zip([[0, 0, fit_start], *steps[:-1]], steps, strict=True)]
+    return compute, fetch
+
+
 def split_stage(run: dict[str, Any]) -> dict[str, float]:
     """Seconds of a probed stage by part: set-up, training steps (fetch + compute), between steps, scoring; and
     its ``run(cfg)`` apart from what lies before it (interpreter, imports, config). A process that ran more than
@@ -156,9 +163,8 @@ def split_stage(run: dict[str, Any]) -> dict[str, float]:
     first_end = run["run"][1]
     steps = [s for s in run["steps"] if s[0] < first_end]
     fit_start, fit_end = run["fit"][:2]
-    compute = [s[1] - s[0] for s in steps]
+    compute, fetch = step_seconds(steps, fit_start)
     callbacks = [s[2] - s[1] for s in steps]
-    fetch = [b[0] - a[2] for a, b in zip([[0, 0, fit_start], *steps[:-1]], steps, strict=True)]
     training = sum(compute) + sum(fetch)
     validation = sum(v[1] - v[0] for v in run["validation"] if len(v) == 2 and v[0] < first_end)
     startup = run["wall"] - run["exit"]  # before this interpreter's first line (process launch)
@@ -182,12 +188,9 @@ def split_stage(run: dict[str, Any]) -> dict[str, float]:
     }
     if not alone:  # the process's last stage: one after the first, as most of a study's stages are
         start, end = run["run"][-2:]
-        last = [s for s in run["steps"] if s[0] > start]
-        gaps = [b[0] - a[2] for a, b in itertools.pairwise(last)]
+        compute, fetch = step_seconds([s for s in run["steps"] if s[0] > start], run["fit"][-2])
         split["next_stage_run_s"] = end - start
-        split["next_stage_step_s_median"] = statistics.median(
-            s[1] - s[0] + g for s, g in zip(last[1:], gaps, strict=True)
-        )
+        split["next_stage_step_s_median"] = statistics.median(c + f for c, f in zip(compute, fetch, strict=True))
     return split
 
 
